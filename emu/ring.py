@@ -1,0 +1,95 @@
+"""A fixed-size descriptor ring over any buffer (shared memory in a run, bytearray in tests).
+
+One producer index and one consumer index, each in its own cache line, both monotonically
+increasing u64 counters (slot = index & mask). The producer writes the slots, then publishes
+the index; the consumer reads the slots, then publishes its index. Indices are written as
+aligned 8-byte stores through a numpy u64 view, which x86 makes atomic and ordered (TSO);
+struct.pack_into was seen to let a reader observe a torn index.
+
+Single-producer rings (an RX ring: the NIC produces, the NAPI poller consumes) need no lock.
+Multi-producer rings (a CPU's input_pkt_queue, a socket's receive queue) are written only
+under their owner's lock; the consumer side stays single.
+
+Words 16..31 of the header are free for the ring's user (IRQ mask, NAPI state, rmem ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HEADER_BYTES = 256
+PROD, CONS = 0, 8
+USER0 = 16
+
+
+def ring_bytes(dtype: np.dtype, capacity: int) -> int:
+    return HEADER_BYTES + np.dtype(dtype).itemsize * capacity
+
+
+class Ring:
+    __slots__ = ("hdr", "slots", "capacity", "mask")
+
+    def __init__(self, buf, dtype: np.dtype, capacity: int, offset: int = 0):
+        if capacity <= 0 or capacity & (capacity - 1):
+            raise ValueError(f"ring capacity must be a power of two (got {capacity})")
+        self.hdr = np.ndarray((HEADER_BYTES // 8,), dtype="<u8", buffer=buf, offset=offset)
+        self.slots = np.ndarray((capacity,), dtype=dtype, buffer=buf, offset=offset + HEADER_BYTES)
+        self.capacity = capacity
+        self.mask = capacity - 1
+
+    @classmethod
+    def local(cls, dtype: np.dtype, capacity: int) -> "Ring":
+        """A ring in private memory (tests, single-process mode)."""
+        return cls(bytearray(ring_bytes(dtype, capacity)), dtype, capacity)
+
+    # -- both sides ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.hdr[PROD]) - int(self.hdr[CONS])
+
+    @property
+    def prod(self) -> int:
+        return int(self.hdr[PROD])
+
+    @property
+    def cons(self) -> int:
+        return int(self.hdr[CONS])
+
+    # -- producer side -------------------------------------------------------------------
+    def free(self) -> int:
+        return self.capacity - len(self)
+
+    def push(self, batch: np.ndarray) -> int:
+        """Copy as much of batch as fits; publish; return how many were written."""
+        prod = int(self.hdr[PROD])
+        n = min(len(batch), self.capacity - (prod - int(self.hdr[CONS])))
+        if n <= 0:
+            return 0
+        start = prod & self.mask
+        first = min(n, self.capacity - start)
+        self.slots[start:start + first] = batch[:first]
+        if first < n:
+            self.slots[: n - first] = batch[first:n]
+        self.hdr[PROD] = prod + n      # publish after the slots are written
+        return n
+
+    # -- consumer side -------------------------------------------------------------------
+    def pop(self, max_n: int) -> np.ndarray:
+        """Copy out up to max_n entries (oldest first) and release their slots."""
+        cons = int(self.hdr[CONS])
+        n = min(max_n, int(self.hdr[PROD]) - cons)
+        if n <= 0:
+            return self.slots[:0].copy()
+        start = cons & self.mask
+        first = min(n, self.capacity - start)
+        if first == n:
+            out = self.slots[start:start + n].copy()
+        else:
+            out = np.concatenate((self.slots[start:], self.slots[: n - first]))
+        self.hdr[CONS] = cons + n      # release after the slots are read
+        return out
+
+    def user(self, i: int) -> int:
+        return int(self.hdr[USER0 + i])
+
+    def set_user(self, i: int, value: int) -> None:
+        self.hdr[USER0 + i] = value
