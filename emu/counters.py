@@ -45,7 +45,7 @@ def _build(names: list[str]) -> type[IntEnum]:
 _cpu_names = [
     # softnet_data
     "PROCESSED", "DROPPED", "TIME_SQUEEZE", "RECEIVED_RPS", "FLOW_LIMIT_COUNT",
-    "INPUT_QLEN", "PROCESS_QLEN",
+    "INPUT_QLEN", "PROCESS_QLEN", "PROCESS_QSEGS",
     # time (ns per context, CONTEXT order of emu.clock), the CPU's emulated now, worst lag
     "T_HARDIRQ", "T_SOFTIRQ", "T_KSOFTIRQD", "T_USER", "T_SYSTEM", "T_IDLE", "T_STEAL",
     "NOW", "WORST_LAG",

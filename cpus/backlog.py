@@ -1,0 +1,234 @@
+"""Per-CPU backlogs: enqueue_to_backlog, process_backlog and the RPS kick (net/core/dev.c).
+
+A CPU's input_pkt_queue is a ring in shared memory that any CPU process appends to under
+that CPU's backlog lock; only the owner consumes it. The backlog NAPI's state word, the
+queue head counter (input_queue_head) and the owner's softnet ``dropped`` counter sit in the
+ring header, next to the queue they describe, and change only under the lock (the owner's
+head counter excepted: only the owner writes it).
+
+Context: softirq (enqueue from net_rx_action or process_backlog; process_backlog as the
+backlog NAPI's poll).
+
+Deviation: the kernel enqueues one skb at a time; here a batch of skbs for one target is
+enqueued under one lock hold. The per-skb rules (the max + 1 capacity, the flow limit's
+history, when the backlog NAPI is scheduled) are applied in order inside that hold, so every
+counter moves as it would for the same skbs one by one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from emu.counters import MAX_SOURCES, SRC_DROP0, C, Drop
+from emu.ring import Ring
+
+from .napi import NAPI_STATE_SCHED, NAPI_STATE_THREADED, Napi
+
+if TYPE_CHECKING:
+    from .kernel import Cpu
+
+BL_STATE, BL_HEAD, BL_DROPPED = 0, 1, 2    # ring header user words
+U32 = 0xFFFFFFFF
+
+
+def backlog_capacity(netdev_max_backlog: int) -> int:
+    """Ring slots for an input_pkt_queue: it can hold netdev_max_backlog + 1 skbs."""
+    cap = 1
+    while cap < netdev_max_backlog + 1:
+        cap <<= 1
+    return cap
+
+
+class Backlog:
+    """One CPU's input_pkt_queue as every CPU sees it."""
+
+    __slots__ = ("cpu", "ring", "lock")
+
+    def __init__(self, cpu: int, ring: Ring, lock):
+        self.cpu = cpu
+        self.ring = ring
+        self.lock = lock
+
+    def qlen(self) -> int:
+        return len(self.ring)
+
+    @property
+    def head(self) -> int:
+        return self.ring.user(BL_HEAD) & U32
+
+    @property
+    def tail(self) -> int:
+        return self.ring.prod & U32
+
+    @property
+    def dropped(self) -> int:
+        return self.ring.user(BL_DROPPED)
+
+
+class ProcessQueue:
+    """sd->process_queue: private to the owner, filled by splicing input_pkt_queue."""
+
+    __slots__ = ("chunks", "count")
+
+    def __init__(self):
+        self.chunks: deque = deque()
+        self.count = 0
+
+    def publish(self, counters: np.ndarray) -> None:
+        """Queue length (skbs) and the wire frames in it, for softnet_stat and conservation."""
+        counters[C.PROCESS_QLEN] = self.count
+        counters[C.PROCESS_QSEGS] = sum(int(c["segs"].sum()) for c in self.chunks)
+
+    def append(self, skbs: np.ndarray) -> None:
+        if len(skbs):
+            self.chunks.append(skbs)
+            self.count += len(skbs)
+
+    def take(self, n: int) -> np.ndarray:
+        out = []
+        got = 0
+        while self.chunks and got < n:
+            c = self.chunks[0]
+            k = min(n - got, len(c))
+            if k == len(c):
+                self.chunks.popleft()
+            else:
+                self.chunks[0] = c[k:]
+                c = c[:k]
+            out.append(c)
+            got += k
+        self.count -= got
+        if not out:
+            return np.zeros(0, dtype=self.chunks[0].dtype if self.chunks else None)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+
+def enqueue_to_backlog(cpu: "Cpu", skbs: np.ndarray, target: Backlog) -> tuple[np.ndarray, np.ndarray]:
+    """Append skbs to target's input_pkt_queue; returns (accepted mask, qtail per accepted skb).
+
+    Drops are charged where the kernel charges them: the target's softnet ``dropped`` (in
+    its backlog header), this CPU's core rx_dropped, and for flow limit this CPU's
+    flow_limit_count (the enqueuing CPU's table decides, §2.8).
+    """
+    n = len(skbs)
+    counters = cpu.counters
+    mx = cpu.netdev_max_backlog
+    fl = cpu.flow_limit
+    ring = target.ring
+    accepted = np.ones(n, dtype=bool)
+    fl_drop = np.zeros(n, dtype=bool)
+    kick = False
+    cpu.charge(n * cpu.cost_rps_enqueue)
+    target.lock.acquire()
+    try:
+        qlen = len(ring)
+        if fl is None or qlen + n - 1 < (mx >> 1):
+            # Neither the flow limit (inactive below half full) nor the qlen test can bite
+            # before the queue reaches max + 1: a prefix is accepted.
+            n_acc = max(0, min(n, mx + 1 - qlen))
+            accepted[n_acc:] = False
+        else:
+            hashes = cpu.skb_get_hash(skbs)
+            q = qlen
+            for i in range(n):
+                if q > mx:
+                    accepted[i] = False
+                elif fl.check(int(hashes[i]), q, mx):
+                    accepted[i] = False
+                    fl_drop[i] = True
+                else:
+                    q += 1
+            n_acc = int(accepted.sum())
+        if n_acc:
+            state = ring.user(BL_STATE)
+            if qlen == 0 and not state & NAPI_STATE_SCHED:
+                ring.set_user(BL_STATE, state | NAPI_STATE_SCHED)
+                kick = True
+            first_tail = ring.prod + 1
+            ring.push(skbs[accepted] if n_acc < n else skbs)
+        n_drop = n - n_acc
+        if n_drop:
+            ring.set_user(BL_DROPPED, ring.user(BL_DROPPED) + n_drop)
+    finally:
+        target.lock.release()
+    if n_acc:
+        counters[C.BACKLOG_ENQUEUED] += n_acc
+        if target.cpu != cpu.id:
+            counters[C.BACKLOG_ENQUEUED_REMOTE] += n_acc
+    if n_drop:
+        counters[C.RX_DROPPED] += n_drop
+        dropped = ~accepted
+        n_fl = int(fl_drop.sum())
+        if n_fl:
+            counters[C.FLOW_LIMIT_COUNT] = fl.count
+            counters[C.BACKLOG_DROP_FLOW_LIMIT] += n_fl
+            _count_src(counters, Drop.FLOW_LIMIT, skbs[fl_drop])
+        if n_drop - n_fl:
+            counters[C.BACKLOG_DROP_QLEN] += n_drop - n_fl
+            _count_src(counters, Drop.BACKLOG, skbs[dropped & ~fl_drop])
+    if kick:
+        napi_schedule_rps(cpu, target)
+    qtails = (first_tail + np.arange(n_acc, dtype=np.int64)) & U32 if n_acc else np.zeros(0, np.int64)
+    return accepted, qtails
+
+
+def _count_src(counters: np.ndarray, reason: int, skbs: np.ndarray) -> None:
+    segs = np.bincount(skbs["src"], weights=skbs["segs"], minlength=MAX_SOURCES)
+    base = SRC_DROP0 + reason * MAX_SOURCES
+    counters[base:base + MAX_SOURCES] += segs.astype(np.uint64)
+
+
+def napi_schedule_rps(cpu: "Cpu", target: Backlog) -> None:
+    """Kick the target's backlog NAPI: locally now, remotely by an IPI sent later."""
+    if target.cpu == cpu.id:
+        cpu.napi_schedule(cpu.sd.backlog)
+        return
+    if target.cpu not in cpu.sd.rps_ipi_list:
+        cpu.sd.rps_ipi_list.append(target.cpu)
+    if not cpu.sd.in_net_rx_action:
+        cpu.softirq.raise_softirq(3)     # NET_RX, to get the IPIs sent (net_rps_action)
+
+
+def process_backlog(cpu: "Cpu", napi: Napi, quota: int) -> int:
+    """The backlog NAPI's poll: deliver process_queue, splice input_pkt_queue, repeat."""
+    if cpu.sd.rps_ipi_list:
+        cpu.net_rps_send_ipi()
+    napi.weight = cpu.dev_rx_weight
+    mine = cpu.backlogs[cpu.id]
+    ring = mine.ring
+    pq = cpu.process_queue
+    counters = cpu.counters
+    counters[C.BACKLOG_POLLS] += 1
+    work = 0
+    while True:
+        while pq.count:
+            batch = pq.take(quota - work)
+            cpu.deliver(batch)
+            work += len(batch)
+            if work >= quota:
+                _head_add(ring, work)
+                pq.publish(counters)
+                return work
+        mine.lock.acquire()
+        try:
+            if len(ring) == 0:
+                # the inline napi completion: keep only THREADED
+                ring.set_user(BL_STATE, ring.user(BL_STATE) & NAPI_STATE_THREADED)
+                done = True
+            else:
+                pq.append(ring.pop(len(ring)))
+                done = False
+        finally:
+            mine.lock.release()
+        if done:
+            break
+    _head_add(ring, work)
+    pq.publish(counters)
+    return work
+
+
+def _head_add(ring: Ring, work: int) -> None:
+    ring.set_user(BL_HEAD, (ring.user(BL_HEAD) + work) & U32)

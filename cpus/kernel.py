@@ -1,0 +1,340 @@
+"""One emulated CPU's kernel: hardirq entry, NAPI scheduling, the receive path, the tasks.
+
+Pure logic over plain data: rings, backlogs and sockets are objects over buffers (shared
+memory in a run, private memory in tests), time is a CpuTime, and the few things that cross
+a process boundary are hooks the shell sets: ``irq_point`` (take the hard interrupts that
+are waiting), ``send_ipi`` (an RPS kick to another CPU), ``wake_remote`` (wake the user task
+of another CPU) and ``unmask_irq`` (the driver's write to the NIC's interrupt mask).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from emu.clock import HARDIRQ, SOFTIRQ, SYSTEM, USER, CpuTime, jiffies
+from emu.config import Config
+from emu.counters import IRQ0, NET_RX_SOFTIRQ, C
+from emu.ring import Ring
+
+from . import backlog as bl
+from .flow_limit import FlowLimit
+from .gro import gro_receive_batch
+from .ip import ip_rcv_deliver, parse
+from .napi import (NAPI_STATE_MISSED, NAPI_STATE_PREFER_BUSY_POLL, NAPI_STATE_SCHED,
+                   NAPI_STATE_SCHED_THREADED, Napi, napi_schedule_prep)
+from .netrx import net_rx_action
+from .rps import RxQueueRps, get_rps_cpu, save_qtail, skb_get_hash
+from .sched import Scheduler, Task
+from .sock import SocketTable, UdpSocket
+from .softirq import Softirq
+from .softnet import SoftnetData
+
+RX_IRQ_MASKED, RX_NAPI_STATE = 0, 1      # RX ring header user words
+
+
+def _noop(*_args) -> None:
+    return None
+
+
+class Cpu:
+    def __init__(self, cpu_id: int, cfg: Config, time: CpuTime, counters: np.ndarray,
+                 rx_rings: list[Ring], backlogs: list[bl.Backlog], socks: SocketTable,
+                 sock_table: np.ndarray | None = None,
+                 flow_tables: list[np.ndarray | None] | None = None,
+                 hash_seed: int = 0):
+        self.id = cpu_id
+        self.cfg = cfg
+        self.ncpus = cfg.ncpus
+        self.hz = cfg["run.hz"]
+        self.time = time
+        self.counters = counters
+        self.ctx = SYSTEM
+        self.in_hardirq = False
+        core = cfg["net.core"]
+        self.netdev_budget = core["netdev_budget"]
+        self.netdev_budget_usecs = core["netdev_budget_usecs"]
+        self.netdev_max_backlog = core["netdev_max_backlog"]
+        self.dev_rx_weight = core["dev_weight"] * core["dev_weight_rx_bias"]
+        cost = cfg["cost"]
+        self.cost_hardirq = cost["hardirq"]
+        self.cost_softirq_entry = cost["softirq_entry"]
+        self.cost_napi_poll = cost["napi_poll"]
+        self.cost_rx_frame = cost["rx_frame"]
+        self.cost_gro = cost["gro"]
+        self.cost_netif_receive = cost["netif_receive"]
+        self.cost_udp_rcv = cost["udp_rcv"]
+        self.cost_tcp_rcv = cost["tcp_rcv"]
+        self.cost_rps_enqueue = cost["rps_enqueue"]
+        self.cost_ipi_send = cost["ipi_send"]
+        self.cost_ipi = cost["ipi"]
+        self.cost_recvmsg = cost["recvmsg"]
+        self.cost_app = cost["app"]
+        self.cost_context_switch = cost["context_switch"]
+        self.gro = cfg["sys.class.net.eth0.gro"]
+        self.hash_seed = hash_seed
+
+        self.sd = SoftnetData(cpu_id, counters)
+        self.softirq = Softirq(self, self.hz)
+        self.softirq.handlers[NET_RX_SOFTIRQ] = lambda: net_rx_action(self)
+
+        self.rx_rings = rx_rings
+        weight = cfg["sys.class.net.eth0.napi_weight"]
+        self.napis = [Napi(f"eth0-rx-{q}", weight, self._driver_poll, queue=q,
+                           state_store=r.hdr, state_index=16 + RX_NAPI_STATE)
+                      for q, r in enumerate(rx_rings)]
+        self.backlogs = backlogs
+        mine = backlogs[cpu_id]
+        self.sd.backlog = Napi(f"backlog/{cpu_id}", self.dev_rx_weight,
+                               lambda n, quota: bl.process_backlog(self, n, quota),
+                               state_store=mine.ring.hdr, state_index=16 + bl.BL_STATE)
+        self.process_queue = bl.ProcessQueue()
+
+        fl_mask = int(core["flow_limit_cpu_bitmap"].replace(",", ""), 16)
+        self.flow_limit = FlowLimit(core["flow_limit_table_len"]) if fl_mask >> cpu_id & 1 else None
+        self.sock_table = sock_table
+        flow_tables = flow_tables or [None] * len(rx_rings)
+        self.rps_queues = []
+        for q in range(len(rx_rings)):
+            mask = cfg.rps_mask(q)
+            cpus = [c for c in range(self.ncpus) if mask >> c & 1]
+            self.rps_queues.append(RxQueueRps(cpus, flow_tables[q]))
+        self.rps_active = [bool(r.rps_cpus) or r.flow_table is not None for r in self.rps_queues]
+        self.heads = np.zeros(self.ncpus, dtype=np.uint32)
+
+        self.socks = socks
+        self.my_sockets: list[UdpSocket] = [s for s in socks.sockets if s.reader_cpu == cpu_id]
+        self.recv_batch = cfg["sched.recv_batch"]
+        sched = cfg["sched"]
+        self.ksoftirqd = Task(f"ksoftirqd/{cpu_id}", sched["ksoftirqd_nice"])
+        self.user = Task("user", sched["user_nice"])
+        self.sched = Scheduler([self.ksoftirqd, self.user], sched["sched_latency_ns"],
+                               sched["min_granularity_ns"], sched["wakeup_granularity_ns"])
+        self.prev_task: Task | None = None
+        self.last_jiffy = jiffies(time.now(), self.hz)
+
+        # hooks the process shell replaces
+        self.irq_point: Callable[[], None] = _noop
+        self.send_ipi: Callable[[int], None] = _noop
+        self.wake_remote: Callable[[int], None] = _noop
+        self.unmask_irq: Callable[[int], None] = self._unmask_irq
+
+    # -- time ------------------------------------------------------------------------------
+    def charge(self, ns: int) -> None:
+        self.time.charge(self.ctx, ns)
+
+    def need_resched(self) -> bool:
+        return self.sched.need_resched
+
+    # -- hard interrupts -------------------------------------------------------------------
+    def hardirq(self, queue: int) -> None:
+        """An RX vector fired here: handle_edge_irq -> driver ISR -> napi_schedule_irqoff."""
+        self._irq_enter()
+        self.counters[IRQ0 + queue] += 1
+        self.charge(self.cost_hardirq)
+        n = self.napis[queue]
+        if napi_schedule_prep(n):
+            self.napi_schedule(n)
+        self._irq_exit()
+
+    def ipi_rps(self) -> None:
+        """The RPS IPI (rps_trigger_softirq): schedule the backlog NAPI, count received_rps."""
+        self._irq_enter()
+        self.counters[C.CAL] += 1
+        self.charge(self.cost_ipi)
+        self.napi_schedule(self.sd.backlog)
+        self.counters[C.RECEIVED_RPS] += 1
+        self._irq_exit()
+
+    def ipi_resched(self) -> None:
+        """A reschedule IPI: a remote CPU woke this CPU's user task (ttwu_queue)."""
+        self._irq_enter()
+        self.counters[C.RES] += 1
+        self.charge(self.cost_hardirq)
+        self.sched.wake(self.user)
+        self._irq_exit()
+
+    def _irq_enter(self) -> None:
+        self._saved_ctx = self.ctx
+        self.ctx = HARDIRQ
+        self.in_hardirq = True
+
+    def _irq_exit(self) -> None:
+        self.in_hardirq = False
+        self.ctx = self._saved_ctx
+        if not self.softirq.serving and self.softirq.pending:
+            self.softirq.handle_softirqs(False)    # invoke_softirq on the irq stack
+
+    def wakeup_softirqd(self) -> None:
+        if self.sched.wake(self.ksoftirqd):
+            self.counters[C.KSOFTIRQD_WAKEUPS] += 1
+
+    # -- NAPI ------------------------------------------------------------------------------
+    def napi_schedule(self, n: Napi) -> None:
+        """____napi_schedule: append to this CPU's poll list; raise NET_RX unless inside it."""
+        n.list_owner = self.id
+        self.sd.poll_list.append(n)
+        if not self.sd.in_net_rx_action:
+            self.softirq.raise_softirq(NET_RX_SOFTIRQ)
+
+    def napi_complete_done(self, n: Napi, work_done: int) -> bool:
+        if n in self.sd.poll_list:
+            self.sd.poll_list.remove(n)
+        n.list_owner = -1
+        val = n.state
+        new = val & ~(NAPI_STATE_MISSED | NAPI_STATE_SCHED | NAPI_STATE_SCHED_THREADED
+                      | NAPI_STATE_PREFER_BUSY_POLL)
+        if val & NAPI_STATE_MISSED:
+            new |= NAPI_STATE_SCHED
+        n.state = new
+        if val & NAPI_STATE_MISSED:
+            self.napi_schedule(n)
+            return False
+        return True
+
+    def napi_complete(self, n: Napi) -> bool:
+        return self.napi_complete_done(n, 0)
+
+    def _unmask_irq(self, queue: int) -> None:
+        self.rx_rings[queue].set_user(RX_IRQ_MASKED, 0)
+
+    def _driver_poll(self, n: Napi, budget: int) -> int:
+        """The emulated driver's NAPI poll: clean up to budget descriptors of one RX ring."""
+        q = n.queue
+        skbs = self.rx_rings[q].pop(budget)
+        work = len(skbs)
+        if work:
+            self.charge(work * self.cost_rx_frame)
+            if self.gro:
+                self.charge(work * self.cost_gro)
+                skbs = gro_receive_batch(skbs, self.counters, q)
+            self.counters[C.NAPI_POLLS] += 1
+            self.netif_receive_skb_list(skbs, q)
+        if work < budget and self.napi_complete_done(n, work):
+            self.unmask_irq(q)
+        return work
+
+    # -- the stack ---------------------------------------------------------------------------
+    def skb_get_hash(self, skbs: np.ndarray) -> np.ndarray:
+        return skb_get_hash(skbs, self.hash_seed)
+
+    def netif_receive_skb_list(self, skbs: np.ndarray, queue: int) -> None:
+        """RPS steering (get_rps_cpu) or synchronous delivery on this CPU."""
+        if not self.rps_active[queue]:
+            self.deliver(skbs)
+            return
+        rxq = self.rps_queues[queue]
+        for c, b in enumerate(self.backlogs):
+            self.heads[c] = b.head
+        cpus, slots = get_rps_cpu(skbs, rxq, self.sock_table, self.heads, self.ncpus,
+                                  self.hash_seed)
+        local = cpus < 0
+        if local.any():
+            self.deliver(skbs[local])
+        for target in np.unique(cpus[~local]):
+            sel = cpus == target
+            accepted, qtails = bl.enqueue_to_backlog(self, skbs[sel], self.backlogs[int(target)])
+            if rxq.flow_table is not None and len(qtails):
+                save_qtail(rxq.flow_table, slots[sel][accepted], qtails)
+
+    def deliver(self, skbs: np.ndarray) -> None:
+        """__netif_receive_skb: count processed, then IPv4 / UDP / TCP delivery."""
+        n = len(skbs)
+        if not n:
+            return
+        self.counters[C.PROCESSED] += n
+        parsed = parse(skbs)
+        res = ip_rcv_deliver(skbs, parsed, self.counters, self.socks)
+        self.charge(n * self.cost_netif_receive + res.udp * self.cost_udp_rcv
+                    + res.tcp * self.cost_tcp_rcv)
+        for _sock, reader in res.woken:
+            if reader == self.id:
+                self.sched.wake(self.user)
+            else:
+                self.wake_remote(reader)
+
+    def net_rps_send_ipi(self) -> None:
+        """net_rps_action_and_irq_enable: send the IPIs queued by enqueue_to_backlog."""
+        targets = self.sd.rps_ipi_list
+        if not targets:
+            return
+        self.sd.rps_ipi_list = []
+        for t in targets:
+            self.charge(self.cost_ipi_send)
+            self.counters[C.IPI_SENT] += 1
+            self.send_ipi(t)
+
+    # -- tasks --------------------------------------------------------------------------------
+    def schedule(self) -> bool:
+        """Run the next task for one slice; False when the CPU goes idle."""
+        now = self.time.now()
+        j = jiffies(now, self.hz)
+        if j > self.last_jiffy:
+            if self.sched.current is not None:
+                self.counters[C.LOC] += j - self.last_jiffy
+                self.sched.tick(now)
+            self.last_jiffy = j
+        if self.my_sockets and not self.user.runnable and any(len(s.ring) for s in self.my_sockets):
+            self.sched.wake(self.user)
+        task = self.sched.pick_next(now)
+        if task is not self.prev_task:
+            self.counters[C.CTXT] += 1
+            if task is not None:
+                self.ctx = SYSTEM
+                self.charge(self.cost_context_switch)
+            self.prev_task = task
+        if task is None:
+            return False
+        t0 = self.time.now()
+        if task is self.ksoftirqd:
+            self.run_ksoftirqd()
+        else:
+            self.run_user()
+        self.sched.account(task, self.time.now() - t0)
+        return True
+
+    def run_ksoftirqd(self) -> None:
+        """run_ksoftirqd: one handle_softirqs(true) per turn, then cond_resched."""
+        self.counters[C.KSOFTIRQD_RUNS] += 1
+        if self.softirq.pending:
+            self.softirq.handle_softirqs(True)
+        if not self.softirq.pending:
+            self.sched.sleep(self.ksoftirqd)
+
+    def run_user(self) -> None:
+        """The application: recvmsg on each of its sockets, a chunk at a time."""
+        left = self.recv_batch
+        chunk = 8
+        remaining_total = 0
+        for s in self.my_sockets:
+            while left > 0:
+                self.ctx = SYSTEM
+                entries, remaining = s.recvmsg(min(chunk, left), self.id, self.counters,
+                                               self.sock_table, self.ncpus)
+                k = len(entries)
+                if k:
+                    self.charge(k * self.cost_recvmsg)
+                    self.ctx = USER
+                    self.charge(k * self.cost_app)
+                    left -= k
+                self.irq_point()
+                if self.sched.need_resched:
+                    break
+                if remaining == 0:
+                    break
+            remaining_total += len(s.ring)
+            if self.sched.need_resched:
+                break
+        self.ctx = SYSTEM
+        if remaining_total == 0 and not any(len(s.ring) for s in self.my_sockets):
+            self.sched.sleep(self.user)
+
+    # -- the idle loop's softirq check ------------------------------------------------------
+    def idle_softirq(self) -> None:
+        """Pending bits raised from task context are left to ksoftirqd (already woken)."""
+        if self.softirq.pending and not self.ksoftirqd.runnable:
+            self.wakeup_softirqd()
+
+
+assert SOFTIRQ == 1

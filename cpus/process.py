@@ -1,0 +1,164 @@
+"""The CPU process: binds one cpus.kernel.Cpu to shared memory, ZeroMQ and real time.
+
+Startup steps, in order: name the process, attach the segment, bind the inbox, connect the
+peers and the control channel, say READY, wait for START (which carries t0), build the Cpu
+on the dilated clock, run the scheduler loop until STOP, say STOPPED, wait for EXIT.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import zmq
+from setproctitle import setproctitle
+
+from emu.child import Control, Orphaned, bootstrap, report_crash
+from emu.clock import CpuTime, DilatedClock
+from emu.config import Config
+from emu.counters import T0, C
+from emu.protocol import Msg, endpoint, pack, unpack
+from emu.shm import Layout, Segment, Views
+
+from .kernel import Cpu
+from .sock import SocketTable
+
+IDLE_POLL_MS = 2          # how long an idle CPU blocks on its inbox before re-checking
+SLACK_REAL_NS = 300_000   # how far (real ns) a CPU may run ahead of the clock before sleeping
+
+
+class StatLock:
+    """A backlog lock that counts acquisitions, contended ones and the real time waited."""
+
+    __slots__ = ("lock", "counters")
+
+    def __init__(self, lock, counters):
+        self.lock = lock
+        self.counters = counters
+
+    def acquire(self) -> bool:
+        c = self.counters
+        c[C.LOCK_ACQUIRED] += 1
+        if self.lock.acquire(False):
+            return True
+        c[C.LOCK_CONTENDED] += 1
+        t = time.monotonic_ns()
+        while not self.lock.acquire(True, 1.0):
+            pass  # a holder that died gets this process killed by the orchestrator
+        c[C.LOCK_WAIT_NS] += time.monotonic_ns() - t
+        return True
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def _sleep_until(clock: DilatedClock):
+    def wait(t_emulated: int) -> None:
+        real = clock.real_ns(t_emulated - clock.now())
+        if real > 0:
+            time.sleep(real / 1e9)
+    return wait
+
+
+def main(index: int, cfg_dict: dict, run_id: str, shm_name: str, locks: dict,
+         parent_pid: int) -> None:
+    role = f"cpu{index}"
+    title = f"emu cpu/{index}"
+    ctl = None
+    try:
+        bootstrap(title, parent_pid)
+        cfg = Config(cfg_dict)
+        ctx = zmq.Context()
+        seg = Segment.attach(shm_name)
+        layout = Layout(cfg)
+        views = Views(cfg, layout, seg.buf, locks)
+        counters = views.cpu[index]
+        for b in views.backlogs:
+            b.lock = StatLock(b.lock, counters)
+        inbox = ctx.socket(zmq.PULL)
+        inbox.setsockopt(zmq.LINGER, 0)
+        inbox.bind(endpoint(run_id, role))
+        peers = {}
+        for j in range(cfg.ncpus):
+            if j != index:
+                s = ctx.socket(zmq.PUSH)
+                s.setsockopt(zmq.LINGER, 0)
+                s.connect(endpoint(run_id, f"cpu{j}"))
+                peers[j] = s
+        ctl = Control(ctx, run_id, role, parent_pid)
+        ctl.send(Msg.READY, {"pid": __import__("os").getpid()})
+        start = ctl.wait_for(Msg.START, 60.0)
+        clock = DilatedClock(start["t0"], cfg["run.tdf"], time.monotonic_ns)
+        cputime = CpuTime(clock, counters[T0:T0 + 7], wait=_sleep_until(clock),
+                          slack=int(SLACK_REAL_NS / cfg["run.tdf"]))
+        cpu = Cpu(index, cfg, cputime, counters, views.rx, views.backlogs,
+                  SocketTable(views.sockets), views.sock_flow, views.flow_tables,
+                  hash_seed=cfg["run.seed"])
+        _run(cpu, cputime, inbox, peers, ctl, run_id, title)
+        ctl.send(Msg.STOPPED, {"now": cputime.now()})
+        ctl.wait_for(Msg.EXIT, 30.0)
+    except Orphaned:
+        return
+    except SystemExit:
+        raise
+    except BaseException as e:  # a crash: say why, then die with a non-zero status
+        traceback.print_exc()
+        report_crash(ctl, role, e)
+        raise SystemExit(70)
+
+
+def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: str,
+         title: str) -> None:
+    counters = cpu.counters
+    rid = run_id
+    ipi_rps = pack(rid, Msg.IPI_RPS, cpu.id)
+    ipi_res = pack(rid, Msg.IPI_RES, cpu.id)
+
+    def irq_point() -> None:
+        while True:
+            try:
+                data = inbox.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind, body = unpack(data, rid)
+            if kind == Msg.IRQ:
+                cpu.hardirq(body)
+            elif kind == Msg.IPI_RPS:
+                cpu.ipi_rps()
+            elif kind == Msg.IPI_RES:
+                cpu.ipi_resched()
+
+    cpu.irq_point = irq_point
+    cpu.send_ipi = lambda t: peers[t].send(ipi_rps)
+    cpu.wake_remote = lambda t: peers[t].send(ipi_res)
+
+    poller = zmq.Poller()
+    poller.register(inbox, zmq.POLLIN)
+    poller.register(ctl.sock, zmq.POLLIN)
+    shown = ""
+    loops = 0
+    while True:
+        loops += 1
+        if (loops & 31) == 0 or cpu.sched.current is None:
+            msg = ctl.poll(0)
+            if msg is not None and msg[0] in (Msg.STOP, Msg.EXIT):
+                break
+        irq_point()
+        ran = cpu.schedule()
+        cputime.sync(busy=ran)
+        counters[C.NOW] = cputime.now()
+        counters[C.LOOPS] += 1
+        if cputime.worst_lag > counters[C.WORST_LAG]:
+            counters[C.WORST_LAG] = cputime.worst_lag
+        want = title + (" [ksoftirqd]" if cpu.ksoftirqd.runnable else "")
+        if want != shown:
+            setproctitle(want)
+            shown = want
+        if not ran:
+            events = dict(poller.poll(IDLE_POLL_MS))
+            if ctl.sock in events:
+                msg = ctl.poll(0)
+                if msg is not None and msg[0] in (Msg.STOP, Msg.EXIT):
+                    break
+    cputime.sync(busy=False)
+    counters[C.NOW] = cputime.now()

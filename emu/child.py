@@ -1,0 +1,89 @@
+"""What every child process (NIC, CPU) does first and last.
+
+Children take their whole config from the spawn arguments and never read files or the
+environment. They ignore SIGINT (Ctrl-C reaches the whole process group, and the
+orchestrator runs the ordered stop), exit on SIGTERM, and ask the kernel to send them
+SIGTERM if the orchestrator dies (PR_SET_PDEATHSIG), checking the parent pid as well in
+case it died before that was set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+import zmq
+from setproctitle import setproctitle
+
+from .protocol import Msg, endpoint, pack, unpack
+
+PR_SET_PDEATHSIG = 1
+
+
+class Orphaned(SystemExit):
+    pass
+
+
+def _on_term(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def bootstrap(title: str, parent_pid: int) -> None:
+    setproctitle(title)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        raise Orphaned(1)
+
+
+class Control:
+    """The child's end of the control channel (a DEALER named after its role)."""
+
+    def __init__(self, ctx: zmq.Context, run_id: str, identity: str, parent_pid: int):
+        self.run_id = run_id
+        self.parent_pid = parent_pid
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.connect(endpoint(run_id, "ctl"))
+
+    def send(self, kind: Msg, body=None) -> None:
+        self.sock.send(pack(self.run_id, kind, body))
+
+    def poll(self, timeout_ms: int = 0):
+        """One message (kind, body) or None; exits if the orchestrator is gone."""
+        if self.sock.poll(timeout_ms):
+            return unpack(self.sock.recv(), self.run_id)
+        if os.getppid() != self.parent_pid:
+            raise Orphaned(1)
+        return None
+
+    def wait_for(self, kind: Msg, timeout_s: float):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = self.poll(100)
+            if msg is None:
+                continue
+            if msg[0] == kind:
+                return msg[1]
+            if msg[0] == Msg.EXIT:
+                raise SystemExit(0)
+        raise Orphaned(1)
+
+
+def report_crash(ctl: Control | None, role: str, exc: BaseException) -> None:
+    """Tell the orchestrator why this child is going down, then let it die."""
+    print(f"emu {role}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if ctl is not None:
+        try:
+            ctl.send(Msg.ERROR, f"{type(exc).__name__}: {exc}")
+        except zmq.ZMQError:
+            pass

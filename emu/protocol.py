@@ -1,0 +1,60 @@
+"""The one protocol between the orchestrator, the NIC and the CPUs (msgpack over ZeroMQ).
+
+Every message is a msgpack array [VERSION, run_id, type, body]; a message with another
+version or run id is refused with both values named. Sockets, one per function:
+
+  control  ROUTER (orchestrator) <-> DEALER (each child, identity "nic" or "cpu<N>"):
+           READY, START, STOP_TRAFFIC, STOP, STOPPED, EXIT, ERROR. Separate from the data
+           plane, so a flood of IRQs never delays a stop.
+  inbox    PULL bound by each CPU: IRQ {q} from the NIC, IPI_RPS {src} and IPI_RES {src}
+           from other CPUs. Asynchronous, like an MSI write or an APIC ICR write.
+
+Endpoints are abstract-namespace ipc sockets (ipc://@...): they leave no file behind.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from .errors import ProtocolError
+
+VERSION = 1
+
+
+class Msg(IntEnum):
+    READY = 1
+    START = 2
+    STOP_TRAFFIC = 3
+    STOP = 4
+    STOPPED = 5
+    EXIT = 6
+    ERROR = 7
+    IRQ = 16
+    IPI_RPS = 17
+    IPI_RES = 18
+
+
+def endpoint(run_id: str, what: str) -> str:
+    return f"ipc://@emu-{run_id}-{what}"
+
+
+def pack(run_id: str, kind: Msg, body: Any = None) -> bytes:
+    return msgpack.packb([VERSION, run_id, int(kind), body])
+
+
+def unpack(data: bytes, run_id: str) -> tuple[Msg, Any]:
+    try:
+        version, rid, kind, body = msgpack.unpackb(data)
+    except Exception as e:  # msgpack raises several types for garbage
+        raise ProtocolError(f"malformed message ({len(data)} bytes): {e}") from None
+    if version != VERSION:
+        raise ProtocolError(f"protocol version {version} refused: this side speaks {VERSION}")
+    if rid != run_id:
+        raise ProtocolError(f"message for run {rid!r} refused: this is run {run_id!r}")
+    try:
+        return Msg(kind), body
+    except ValueError:
+        raise ProtocolError(f"unknown message type {kind}") from None

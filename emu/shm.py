@@ -1,0 +1,156 @@
+"""The run's shared memory: one segment, laid out from the resolved config.
+
+The orchestrator creates and unlinks the segment (it is the only owner, so no child's
+resource tracker can unlink it early); children map the same file read-write without
+registering it anywhere. Every offset comes from Layout, computed identically in every
+process from the same config.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from cpus.backlog import Backlog, backlog_capacity
+from cpus.sock import SOCK_ENTRY, UdpSocket, socket_ring_capacity, truesize_of
+from emu.config import Config
+from emu.counters import CPU_SLOTS, NIC_SLOTS, cpu_block, nic_block
+from emu.ring import Ring, ring_bytes
+from emu.skb import SKB
+
+SHM_DIR = "/dev/shm"
+
+
+def _align(n: int, a: int = 64) -> int:
+    return (n + a - 1) // a * a
+
+
+class Layout:
+    """Offsets of every block in the run's segment."""
+
+    def __init__(self, cfg: Config):
+        off = 0
+        self.nic = off
+        off = _align(off + NIC_SLOTS * 8)
+        self.cpu = []
+        for _ in range(cfg.ncpus):
+            self.cpu.append(off)
+            off = _align(off + CPU_SLOTS * 8)
+        self.ring_size = cfg["ethtool.rx_ring"]
+        self.rx = []
+        for _ in range(cfg.nqueues):
+            self.rx.append(off)
+            off = _align(off + ring_bytes(SKB, self.ring_size))
+        self.backlog_cap = backlog_capacity(cfg["net.core.netdev_max_backlog"])
+        self.backlog = []
+        for _ in range(cfg.ncpus):
+            self.backlog.append(off)
+            off = _align(off + ring_bytes(SKB, self.backlog_cap))
+        self.sock = []
+        self.sock_cap = []
+        min_truesize = int(truesize_of(np.array([60]))[0])
+        for s in cfg["udp.sockets"]:
+            cap = socket_ring_capacity(s["rcvbuf"], min_truesize)
+            self.sock.append(off)
+            self.sock_cap.append(cap)
+            off = _align(off + ring_bytes(SOCK_ENTRY, cap))
+        self.sock_flow_entries = cfg["net.core.rps_sock_flow_entries"]
+        self.sock_flow = off
+        off = _align(off + 4 * self.sock_flow_entries)
+        self.flow_tables = []
+        for q in range(cfg.nqueues):
+            cnt = cfg.queue(q)["rps_flow_cnt"]
+            self.flow_tables.append((off, cnt))
+            off = _align(off + 8 * cnt)
+        self.size = max(off, 4096)
+
+
+class Segment:
+    """The mapped segment, as the orchestrator (owner) or a child (attached) sees it."""
+
+    def __init__(self, name: str, buf, owner: shared_memory.SharedMemory | None, mm=None):
+        self.name = name
+        self.buf = buf
+        self._owner = owner
+        self._mm = mm
+
+    @classmethod
+    def create(cls, name: str, size: int) -> "Segment":
+        shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        return cls(name, shm.buf, shm)
+
+    @classmethod
+    def attach(cls, name: str) -> "Segment":
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+        try:
+            mm = mmap.mmap(fd, 0)
+        finally:
+            os.close(fd)
+        return cls(name, memoryview(mm), None, mm)
+
+    def close(self) -> None:
+        """Drop this process's mapping (numpy views must be gone first)."""
+        self.buf = None
+        if self._owner is not None:
+            try:
+                self._owner.close()
+            except BufferError:
+                pass  # a view is still alive; the mapping goes with the process
+        elif self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass
+
+    def unlink(self) -> None:
+        if self._owner is not None:
+            try:
+                self._owner.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def unlink_by_name(name: str) -> bool:
+    """Remove a segment named in a manifest (emu clean); True if one was there."""
+    path = os.path.join(SHM_DIR, name)
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+class Views:
+    """numpy and Ring views of every block, for one process."""
+
+    def __init__(self, cfg: Config, layout: Layout, buf, locks: dict | None = None):
+        self.nic = nic_block(buf, layout.nic)
+        self.cpu = [cpu_block(buf, o) for o in layout.cpu]
+        self.rx = [Ring(buf, SKB, layout.ring_size, o) for o in layout.rx]
+        locks = locks or {}
+        self.backlogs = [Backlog(c, Ring(buf, SKB, layout.backlog_cap, o), locks.get(("backlog", c)))
+                         for c, o in enumerate(layout.backlog)]
+        self.sockets = []
+        for i, (s, o, cap) in enumerate(zip(cfg["udp.sockets"], layout.sock, layout.sock_cap)):
+            ring = Ring(buf, SOCK_ENTRY, cap, o)
+            self.sockets.append(UdpSocket(ring, locks.get(("sock", i)), s["port"], s["rcvbuf"],
+                                          s["reader_cpu"], connect=s["connect"]))
+        self.sock_flow = (np.ndarray((layout.sock_flow_entries,), dtype="<u4", buffer=buf,
+                                     offset=layout.sock_flow)
+                          if layout.sock_flow_entries else None)
+        from cpus.rps import FLOW
+        self.flow_tables = [np.ndarray((cnt,), dtype=FLOW, buffer=buf, offset=o) if cnt else None
+                            for o, cnt in layout.flow_tables]
+
+    def init_tables(self) -> None:
+        """Owner only, before children start: the kernel's initial table contents."""
+        from cpus.rps import RPS_NO_CPU
+        if self.sock_flow is not None:
+            self.sock_flow[:] = RPS_NO_CPU
+        for t in self.flow_tables:
+            if t is not None:
+                t["cpu"] = RPS_NO_CPU
+                t["last_qtail"] = 0
