@@ -1,0 +1,378 @@
+"""Each renderer against text written by hand from the kernel's format strings.
+
+The expected strings below are spelled out from the seq_printf formats (widths, separators,
+trailing spaces), never produced by calling the renderer.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from emu import procfs
+from emu.config import resolve
+from emu.counters import C, CPU_SLOTS, NIC_SLOTS, Q_BYTES, Q_DROPS, Q_PACKETS, nq
+
+TWO_CPUS = """
+[run]
+cpus = 2
+[ethtool]
+rx_queues = 2
+[[traffic.sources]]
+name = "a"
+"""
+
+
+def two_cpu_cfg(*sets, text=TWO_CPUS):
+    return resolve(text, sets=list(sets))
+
+
+def snap(cfg, btime=1_700_000_000, uptime_ns=0, effective_cpu=None):
+    cpu = np.zeros((cfg.ncpus, CPU_SLOTS), dtype="<u8")
+    nic = np.zeros(NIC_SLOTS, dtype="<u8")
+    if effective_cpu is None:
+        effective_cpu = [q % cfg.ncpus for q in range(cfg.nqueues)]
+    return procfs.Snapshot(cpu=cpu, nic=nic, cfg=cfg, btime=btime, uptime_ns=uptime_ns,
+                           effective_cpu=effective_cpu)
+
+
+# ----------------------------------------------------------------------------------------
+# softnet_stat
+
+
+def test_softnet_stat_15_columns_hex_and_u32_wrap():
+    s = snap(two_cpu_cfg())
+    c = s.cpu
+    c[0, C.PROCESSED] = 0x1234
+    c[0, C.DROPPED] = 5
+    c[0, C.TIME_SQUEEZE] = 3
+    c[0, C.RECEIVED_RPS] = 7
+    c[0, C.INPUT_QLEN] = 2
+    c[0, C.PROCESS_QLEN] = 1
+    c[1, C.PROCESSED] = 2**32 + 0x10          # u32 wraps
+    c[1, C.FLOW_LIMIT_COUNT] = 0xABCDEF
+    c[1, C.PROCESS_QLEN] = 700
+    assert procfs.softnet_stat(s) == (
+        "00001234 00000005 00000003 00000000 00000000 00000000 00000000 00000000 00000000 "
+        "00000007 00000000 00000003 00000000 00000002 00000001\n"
+        "00000010 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 "
+        "00000000 00abcdef 000002bc 00000001 00000000 000002bc\n"
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# interrupts
+
+
+def test_interrupts_two_cpus():
+    s = snap(two_cpu_cfg())
+    c = s.cpu
+    c[0, C.IRQ_0] = 7
+    c[1, C.IRQ_0 + 1] = 1523
+    c[0, C.LOC] = 250
+    c[1, C.LOC] = 251
+    c[1, C.RES] = 9
+    c[0, C.CAL] = 10
+    c[1, C.CAL] = 2**32 + 20                  # unsigned int
+    assert procfs.interrupts(s) == (
+        "           CPU0       CPU1       \n"
+        "120:          7          0 IR-PCI-MSIX-0000:3b:00.0   0-edge      eth0-TxRx-0\n"
+        "121:          0       1523 IR-PCI-MSIX-0000:3b:00.0   1-edge      eth0-TxRx-1\n"
+        "NMI:          0          0   Non-maskable interrupts\n"
+        "LOC:        250        251   Local timer interrupts\n"
+        "SPU:          0          0   Spurious interrupts\n"
+        "PMI:          0          0   Performance monitoring interrupts\n"
+        "IWI:          0          0   IRQ work interrupts\n"
+        "RTR:          0          0   APIC ICR read retries\n"
+        "RES:          0          9   Rescheduling interrupts\n"
+        "CAL:         10         20   Function call interrupts\n"
+        "TLB:          0          0   TLB shootdowns\n"
+        "ERR:          0\n"
+        "MIS:          0\n"
+    )
+
+
+def test_interrupts_reference_example_row_four_cpus():
+    # kernel-rx-path.md §3.2 examples (4 CPUs, prec 3, 6.18 layout); IRQ base 125.
+    cfg = resolve(sets=["run.cpus=4", "ethtool.rx_queues=4", "irq.base=125"])
+    s = snap(cfg)
+    s.cpu[1, C.IRQ_0] = 1523
+    s.cpu[:, C.CAL] = [10, 20, 30, 40]
+    lines = procfs.interrupts(s).splitlines()
+    assert lines[0] == "           CPU0       CPU1       CPU2       CPU3       "
+    # (the reference's example row shows hwirq 1 for eth0-TxRx-0; here hwirq = queue index)
+    assert lines[1] == ("125:          0       1523          0          0 "
+                        "IR-PCI-MSIX-0000:3b:00.0   0-edge      eth0-TxRx-0")
+    assert "CAL:         10         20         30         40   Function call interrupts" in lines
+
+
+def test_interrupt_prec_grows_with_nr_irqs():
+    assert procfs.irq_prec(256) == 3
+    assert procfs.irq_prec(999) == 3
+    assert procfs.irq_prec(1000) == 4
+    assert procfs.irq_prec(10000) == 5
+    cfg = two_cpu_cfg("irq.base=1000")
+    assert procfs.nr_irqs(cfg) == 1002
+    s = snap(cfg)
+    s.cpu[0, C.IRQ_0 + 1] = 3
+    text = procfs.interrupts(s)
+    assert text.startswith("            CPU0       CPU1       \n")          # prec 4 + 8 spaces
+    assert "1001:          3          0 IR-PCI-MSIX-0000:3b:00.0    1-edge      eth0-TxRx-1\n" in text
+    assert " ERR:          0\n" in text
+
+
+# ----------------------------------------------------------------------------------------
+# softirqs
+
+
+def test_softirqs():
+    s = snap(two_cpu_cfg())
+    s.cpu[0, C.SOFTIRQ_0 + 3] = 12345
+    s.cpu[1, C.SOFTIRQ_0 + 3] = 6789
+    s.cpu[1, C.SOFTIRQ_0 + 1] = 2**32 + 1
+    s.cpu[0, C.SOFTIRQ_0 + 9] = 4242424242
+    assert procfs.softirqs(s) == (
+        "                    CPU0       CPU1       \n"
+        "          HI:          0          0\n"
+        "       TIMER:          0          1\n"
+        "      NET_TX:          0          0\n"
+        "      NET_RX:      12345       6789\n"
+        "       BLOCK:          0          0\n"
+        "    IRQ_POLL:          0          0\n"
+        "     TASKLET:          0          0\n"
+        "       SCHED:          0          0\n"
+        "     HRTIMER:          0          0\n"
+        "         RCU: 4242424242          0\n"
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# stat
+
+
+def test_stat():
+    s = snap(two_cpu_cfg(), btime=1_700_000_123)
+    c = s.cpu
+    # cpu0: user 1.5 ticks -> 1; cpu1: user 1.5 ticks -> 1; total 3.0 ticks -> 3
+    c[0, C.T_USER] = 15_000_000
+    c[1, C.T_USER] = 15_000_000
+    c[0, C.T_SYSTEM] = 20_000_000
+    c[0, C.T_IDLE] = 1_000_000_000
+    c[1, C.T_IDLE] = 990_000_000
+    c[0, C.T_HARDIRQ] = 30_000_000
+    c[1, C.T_SOFTIRQ] = 40_000_000
+    c[1, C.T_KSOFTIRQD] = 50_000_000           # charged to softirq
+    c[1, C.T_STEAL] = 60_000_000
+    c[0, C.IRQ_0] = 100
+    c[1, C.IRQ_0] = 5
+    c[1, C.IRQ_0 + 1] = 7
+    c[0, C.LOC] = 1000
+    c[1, C.RES] = 3
+    c[1, C.CAL] = 2
+    c[0, C.CTXT] = 400
+    c[1, C.CTXT] = 44
+    c[0, C.SOFTIRQ_0 + 1] = 10
+    c[1, C.SOFTIRQ_0 + 3] = 20
+    c[0, C.SOFTIRQ_0 + 3] = 30
+    # intr total: 100 + 5 + 7 (device) + 1000 + 3 + 2 (LOC RES CAL) + 0 (ERR MIS) = 1117
+    intr = "intr 1117" + " 0" * 120 + " 105 7" + " 0" * (256 - 122) + "\n"
+    assert procfs.stat(s) == (
+        "cpu  3 0 2 199 0 3 9 6 0 0\n"
+        "cpu0 1 0 2 100 0 3 0 0 0 0\n"
+        "cpu1 1 0 0 99 0 0 9 6 0 0\n"
+        + intr +
+        "ctxt 444\n"
+        "btime 1700000123\n"
+        "processes 3\n"
+        "procs_running 1\n"
+        "procs_blocked 0\n"
+        "softirq 60 0 10 0 50 0 0 0 0 0 0\n"
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# uptime
+
+
+@pytest.mark.parametrize("up_ns,idle,expected", [
+    (5_129_999_999, (1_005_000_000, 2_000_000_000), "5.12 3.00\n"),
+    (50_000_000, (0, 9_999_999), "0.05 0.00\n"),
+    (3_600_000_000_000, (3_599_990_000_000, 3_600_000_000_000), "3600.00 7199.99\n"),
+])
+def test_uptime(up_ns, idle, expected):
+    s = snap(two_cpu_cfg(), uptime_ns=up_ns)
+    s.cpu[:, C.T_IDLE] = idle
+    assert procfs.uptime(s) == expected
+
+
+# ----------------------------------------------------------------------------------------
+# net/dev and statistics
+
+HEADER = ("Inter-|   Receive                                                |  Transmit\n"
+          " face |bytes    packets errs drop fifo frame compressed multicast"
+          "|bytes    packets errs drop fifo colls carrier compressed\n")
+
+
+def eth0_snapshot():
+    s = snap(two_cpu_cfg())
+    s.nic[nq(0, Q_BYTES)] = 1000
+    s.nic[nq(1, Q_BYTES)] = 2345
+    s.nic[nq(0, Q_PACKETS)] = 10
+    s.nic[nq(1, Q_PACKETS)] = 20
+    s.nic[nq(0, Q_DROPS)] = 4
+    s.nic[nq(1, Q_DROPS)] = 1
+    s.cpu[0, C.RX_DROPPED] = 2
+    s.cpu[1, C.RX_DROPPED] = 1
+    s.cpu[1, C.RX_NOHANDLER] = 6
+    return s
+
+
+def test_net_dev():
+    s = eth0_snapshot()
+    # "%6s: %7llu %7llu %4llu %4llu %4llu %5llu %10llu %9llu %8llu %7llu %4llu %4llu %4llu %5llu %7llu %10llu\n"
+    line = ("  eth0:" "    3345" "      30" "    0" "    3" "    5" "     0" "          0"
+            "         0" "        0" "       0" "    0" "    0" "    0" "     0" "       0"
+            "          0\n")
+    assert procfs.net_dev(s) == HEADER + line
+
+
+def test_net_dev_wide_numbers_push_columns():
+    s = snap(two_cpu_cfg())
+    s.nic[nq(0, Q_BYTES)] = 123456789
+    s.nic[nq(0, Q_PACKETS)] = 98765
+    s.cpu[0, C.RX_DROPPED] = 12
+    assert procfs.net_dev(s).splitlines()[2] == (
+        "  eth0: 123456789   98765    0   12    0     0          0         0        0       0"
+        "    0    0    0     0       0          0")
+
+
+def test_netdev_stats_24_files_consistent_with_net_dev():
+    st = procfs.netdev_stats(eth0_snapshot())
+    assert len(st) == 24
+    assert st == {
+        "rx_packets": "30\n", "tx_packets": "0\n", "rx_bytes": "3345\n", "tx_bytes": "0\n",
+        "rx_errors": "0\n", "tx_errors": "0\n", "rx_dropped": "3\n", "tx_dropped": "0\n",
+        "multicast": "0\n", "collisions": "0\n", "rx_length_errors": "0\n",
+        "rx_over_errors": "0\n", "rx_crc_errors": "0\n", "rx_frame_errors": "0\n",
+        "rx_fifo_errors": "5\n", "rx_missed_errors": "0\n", "tx_aborted_errors": "0\n",
+        "tx_carrier_errors": "0\n", "tx_fifo_errors": "0\n", "tx_heartbeat_errors": "0\n",
+        "tx_window_errors": "0\n", "rx_compressed": "0\n", "tx_compressed": "0\n",
+        "rx_nohandler": "6\n",
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# snmp
+
+
+def test_snmp():
+    s = snap(two_cpu_cfg())
+    c = s.cpu
+    c[0, C.IP_IN_RECEIVES] = 100
+    c[1, C.IP_IN_RECEIVES] = 50
+    c[1, C.IP_IN_HDR_ERRORS] = 2
+    c[0, C.IP_IN_UNKNOWN_PROTOS] = 3
+    c[0, C.IP_IN_DELIVERS] = 140
+    c[1, C.IP_IN_DELIVERS] = 5
+    c[0, C.TCP_IN_SEGS] = 77
+    c[0, C.UDP_IN_DATAGRAMS] = 40
+    c[1, C.UDP_IN_DATAGRAMS] = 20
+    c[1, C.UDP_NO_PORTS] = 8
+    c[0, C.UDP_IN_ERRORS] = 6
+    c[0, C.UDP_RCVBUF_ERRORS] = 5
+    c[1, C.UDP_MEM_ERRORS] = 1
+    icmp_in = " ".join(f"In{t}" for t in ("DestUnreachs", "TimeExcds", "ParmProbs", "SrcQuenchs",
+                                            "Redirects", "Echos", "EchoReps", "Timestamps",
+                                            "TimestampReps", "AddrMasks", "AddrMaskReps"))
+    icmp_out = icmp_in.replace("In", "Out")
+    assert procfs.snmp(s) == (
+        "Ip: Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams "
+        "InUnknownProtos InDiscards InDelivers OutRequests OutDiscards OutNoRoutes "
+        "ReasmTimeout ReasmReqds ReasmOKs ReasmFails FragOKs FragFails FragCreates OutTransmits\n"
+        "Ip: 2 64 150 2 0 0 3 0 145 0 0 0 0 0 0 0 0 0 0 0\n"
+        "Icmp: InMsgs InErrors InCsumErrors " + icmp_in +
+        " OutMsgs OutErrors OutRateLimitGlobal OutRateLimitHost " + icmp_out + "\n"
+        "Icmp:" + " 0" * 29 + "\n"
+        "Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails "
+        "EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors\n"
+        "Tcp: 1 200 120000 -1 0 0 0 0 0 77 0 0 0 0 0\n"
+        "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors "
+        "InCsumErrors IgnoredMulti MemErrors\n"
+        "Udp: 60 8 6 0 5 0 0 0 1\n"
+        "UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors "
+        "InCsumErrors IgnoredMulti MemErrors\n"
+        "UdpLite: 0 0 0 0 0 0 0 0 0\n"
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# tree and write_tree
+
+
+def test_tree_paths_and_config_files():
+    cfg = two_cpu_cfg("sys.class.net.eth0.queues.rx-1.rps_cpus=3",
+                      "sys.class.net.eth0.queues.rx-1.rps_flow_cnt=100",
+                      "net.core.flow_limit_cpu_bitmap=2",
+                      "net.core.netdev_budget=600",
+                      "proc.irq.121.smp_affinity_list=0-1")
+    t = procfs.tree(snap(cfg, effective_cpu=[0, 1]))
+    assert t["proc/sys/net/core/netdev_budget"] == "600\n"
+    assert t["proc/sys/net/core/netdev_budget_usecs"] == "8000\n"
+    assert t["proc/sys/net/core/flow_limit_cpu_bitmap"] == "2\n"
+    assert t["proc/sys/net/core/rmem_default"] == "212992\n"
+    assert {k for k in t if k.startswith("proc/sys/net/core/")} == {
+        f"proc/sys/net/core/{k}" for k in cfg["net.core"]}
+    assert t["proc/irq/default_smp_affinity"] == "3\n"
+    assert t["proc/irq/120/smp_affinity"] == "1\n"
+    assert t["proc/irq/120/smp_affinity_list"] == "0\n"
+    assert t["proc/irq/120/effective_affinity"] == "1\n"
+    assert t["proc/irq/120/effective_affinity_list"] == "0\n"
+    assert t["proc/irq/121/smp_affinity"] == "3\n"
+    assert t["proc/irq/121/smp_affinity_list"] == "0-1\n"
+    assert t["proc/irq/121/effective_affinity"] == "2\n"
+    assert t["proc/irq/121/effective_affinity_list"] == "1\n"
+    assert t["sys/class/net/eth0/queues/rx-0/rps_cpus"] == "0\n"
+    assert t["sys/class/net/eth0/queues/rx-0/rps_flow_cnt"] == "0\n"
+    assert t["sys/class/net/eth0/queues/rx-1/rps_cpus"] == "3\n"
+    assert t["sys/class/net/eth0/queues/rx-1/rps_flow_cnt"] == "128\n"
+    assert t["sys/class/net/eth0/gro_flush_timeout"] == "0\n"
+    assert t["sys/class/net/eth0/napi_defer_hard_irqs"] == "0\n"
+    assert t["sys/class/net/eth0/threaded"] == "0\n"
+    for f in ("online", "possible", "present"):
+        assert t[f"sys/devices/system/cpu/{f}"] == "0-1\n"
+    assert t["sys/class/net/eth0/statistics/rx_fifo_errors"] == "0\n"
+    assert len([k for k in t if k.startswith("sys/class/net/eth0/statistics/")]) == 24
+    for k in ("proc/net/softnet_stat", "proc/interrupts", "proc/softirqs", "proc/stat",
+              "proc/uptime", "proc/net/dev", "proc/net/snmp"):
+        assert t[k].endswith("\n")
+    assert t["proc/uptime"] == "0.00 0.00\n"
+
+
+def test_tree_masks_for_many_cpus():
+    cfg = resolve(sets=["run.cpus=40", "ethtool.rx_queues=4",
+                        "net.core.flow_limit_cpu_bitmap=ff,00000001",
+                        "sys.class.net.eth0.queues.rx-0.rps_cpus=80,00000000"])
+    t = procfs.tree(snap(cfg, effective_cpu=[0, 33, 2, 3]))
+    assert t["proc/sys/net/core/flow_limit_cpu_bitmap"] == "ff,00000001\n"
+    assert t["sys/class/net/eth0/queues/rx-0/rps_cpus"] == "80,00000000\n"
+    assert t["sys/class/net/eth0/queues/rx-1/rps_cpus"] == "00,00000000\n"
+    assert t["proc/irq/default_smp_affinity"] == "ff,ffffffff\n"
+    assert t["proc/irq/121/effective_affinity"] == "02,00000000\n"
+    assert t["proc/irq/121/effective_affinity_list"] == "33\n"
+    assert t["sys/devices/system/cpu/online"] == "0-39\n"
+
+
+def test_write_tree_atomic_and_in_place(tmp_path):
+    root = str(tmp_path / "run")
+    procfs.write_tree(root, {"proc/stat": "a\n", "sys/class/net/eth0/threaded": "0\n"})
+    assert (tmp_path / "run/proc/stat").read_text() == "a\n"
+    assert (tmp_path / "run/sys/class/net/eth0/threaded").read_text() == "0\n"
+    ino = os.stat(tmp_path / "run/proc/stat").st_ino
+    procfs.write_tree(root, {"proc/stat": "bb\n"})
+    assert (tmp_path / "run/proc/stat").read_text() == "bb\n"
+    assert os.listdir(tmp_path / "run/proc") == ["stat"]           # no temporaries left
+    ino2 = os.stat(tmp_path / "run/proc/stat").st_ino
+    assert ino2 != ino                                             # replaced by rename
+    procfs.write_tree(root, {"proc/stat": "c\n"}, in_place=True)
+    assert (tmp_path / "run/proc/stat").read_text() == "c\n"       # shorter text truncates
+    assert os.stat(tmp_path / "run/proc/stat").st_ino == ino2      # same inode
