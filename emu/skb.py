@@ -21,7 +21,7 @@ SKB = np.dtype([
     ("l4_hash", "u1"),    # 1 if hash covers the L4 ports (PKT_HASH_TYPE_L4), 0 for L3
     ("src", "u1"),        # index of the traffic source (per-source accounting)
     ("sw_hash", "u1"),    # 1 once skb_get_hash() replaced an L3 hash by a software one
-    ("_pad", "V6"),
+    ("_pad", "V2"),
     ("head", "u1", (HEAD,)),
 ])
 
