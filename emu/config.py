@@ -269,10 +269,10 @@ def _assign(tree: dict, key: str, raw: Any) -> None:
         parent = _lookup(tree, ".".join(parts[:-2]))
         parent.setdefault(parts[-2], {} if parts[0] == "proc" else dict(_QUEUE_DEFAULTS))
     for i, part in enumerate(parts[:-1]):
-        here = ".".join(parts[: i + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"unknown config key '{key}': {here} has indices 0..{len(node) - 1}")
+                raise ConfigError(f"unknown config key '{key}': {'.'.join(parts[:i])} has indices "
+                                  f"0..{len(node) - 1}")
             node = node[int(part)]
         elif isinstance(node, dict) and part in node and isinstance(node[part], (dict, list)):
             node = node[part]

@@ -1,0 +1,143 @@
+"""The NIC process: traffic sources, RSS, DMA into the RX rings, coalescing, MSI-X.
+
+Each loop turn takes the arrivals of every source up to the clock's now, steers each frame
+to a queue by RSS, writes what fits into that queue's ring (a full ring drops at the NIC,
+counted per queue as rx_queue_N_drops and in rx_fifo_errors), then lets each queue's
+coalescer decide whether to raise its vector. Raising masks the vector (a write to the
+ring header, the emulated EIMC) and sends one IRQ message to the CPU the vector's affinity
+resolves to; the driver unmasks it after napi_complete_done.
+
+Deviation: per-queue packet and byte counts are the NIC's own (hardware) counters, kept at
+DMA time rather than by the driver at clean time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+import numpy as np
+import zmq
+
+from cpus.kernel import RX_IRQ_MASKED
+from emu.child import Control, Orphaned, bootstrap, report_crash
+from emu.clock import DilatedClock
+from emu.config import Config
+from emu.counters import MAX_SOURCES, SRC_RING_DROP0, SRC_SENT0, N, Q_BYTES, Q_DROPS, Q_IRQS, Q_PACKETS, nq
+from emu.protocol import Msg, endpoint, pack
+from emu.shm import Layout, Segment, Views
+
+from .affinity import effective_cpus
+from .coalesce import Coalescer
+from .rss import Rss
+from .traffic import Source
+
+STEP_NS = 10_000          # emulated ns between loop turns when nothing is due sooner
+MIN_SLEEP_S = 50e-6
+
+
+def main(cfg_dict: dict, run_id: str, shm_name: str, parent_pid: int) -> None:
+    ctl = None
+    try:
+        bootstrap("emu nic/eth0", parent_pid)
+        cfg = Config(cfg_dict)
+        ctx = zmq.Context()
+        seg = Segment.attach(shm_name)
+        views = Views(cfg, Layout(cfg), seg.buf)
+        rss = Rss.from_ethtool(cfg["ethtool"])
+        seed = cfg["run.seed"]
+        sources = [Source(s, i, rss, seed) for i, s in enumerate(cfg["traffic.sources"])]
+        nqueues = cfg.nqueues
+        coal = [Coalescer(cfg["ethtool.rx_usecs"], cfg["ethtool.rx_frames"]) for _ in range(nqueues)]
+        target = effective_cpus([cfg.irq_affinity(q) for q in range(nqueues)], (1 << cfg.ncpus) - 1)
+        pushes = {}
+        for c in sorted(set(target)):
+            s = ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(endpoint(run_id, f"cpu{c}"))
+            pushes[c] = s
+        irq_msg = [pack(run_id, Msg.IRQ, q) for q in range(nqueues)]
+        ctl = Control(ctx, run_id, "nic", parent_pid)
+        ctl.send(Msg.READY, {"pid": os.getpid()})
+        start = ctl.wait_for(Msg.START, 60.0)
+        clock = DilatedClock(start["t0"], cfg["run.tdf"], time.monotonic_ns)
+        _run(clock, views, sources, coal, target, pushes, irq_msg, ctl)
+        ctl.send(Msg.STOPPED, {"now": clock.now()})
+        ctl.wait_for(Msg.EXIT, 30.0)
+    except Orphaned:
+        return
+    except SystemExit:
+        raise
+    except BaseException as e:
+        traceback.print_exc()
+        report_crash(ctl, "nic", e)
+        raise SystemExit(70)
+
+
+def _run(clock, views, sources, coal, target, pushes, irq_msg, ctl) -> None:
+    c = views.nic
+    rings = views.rx
+    nqueues = len(rings)
+    generating = True
+    t_prev = max(0, clock.now())
+    seq = 0
+    while True:
+        msg = ctl.poll(0)
+        if msg is not None:
+            if msg[0] == Msg.STOP_TRAFFIC:
+                generating = False
+                c[N.STOPPED] = 1
+            elif msg[0] in (Msg.STOP, Msg.EXIT):
+                break
+        now = clock.now()
+        if generating and now > t_prev:
+            batches = []
+            for src in sources:
+                ts, flow_idx = src.arrivals(t_prev, now)
+                if len(ts):
+                    batches.append(src.make_batch(ts, flow_idx, seq))
+                    seq += len(ts)
+            if batches:
+                batch = batches[0] if len(batches) == 1 else np.concatenate(batches)
+                if len(batches) > 1:
+                    batch = batch[np.argsort(batch["ts"], kind="stable")]
+                _dma(batch, rings, c)
+        if now > t_prev:
+            t_prev = now
+        deadline = now + STEP_NS
+        for q in range(nqueues):
+            ring = rings[q]
+            if coal[q].update(now, len(ring), bool(ring.user(RX_IRQ_MASKED))):
+                ring.set_user(RX_IRQ_MASKED, 1)
+                c[nq(q, Q_IRQS)] += 1
+                pushes[target[q]].send(irq_msg[q])
+            d = coal[q].next_deadline()
+            if d is not None and d < deadline:
+                deadline = d
+        c[N.NOW] = now
+        c[N.LOOPS] += 1
+        wait = (deadline - clock.now()) * clock.tdf / 1e9
+        time.sleep(max(MIN_SLEEP_S, wait))
+
+
+def _dma(batch: np.ndarray, rings, c: np.ndarray) -> None:
+    """Write each frame into its queue's ring; count what the hardware counts."""
+    n = len(batch)
+    c[N.GENERATED] += n
+    c[N.GENERATED_BYTES] += int(batch["len"].sum())
+    src = batch["src"]
+    c[SRC_SENT0:SRC_SENT0 + MAX_SOURCES] += np.bincount(src, minlength=MAX_SOURCES).astype(np.uint64)
+    qs = batch["queue"]
+    for q in np.unique(qs):
+        q = int(q)
+        sub = batch[qs == q] if len(batch) else batch
+        written = rings[q].push(sub)
+        if written:
+            c[nq(q, Q_PACKETS)] += written
+            c[nq(q, Q_BYTES)] += int(sub["len"][:written].sum())
+        lost = len(sub) - written
+        if lost:
+            c[nq(q, Q_DROPS)] += lost
+            c[SRC_RING_DROP0:SRC_RING_DROP0 + MAX_SOURCES] += np.bincount(
+                sub["src"][written:], minlength=MAX_SOURCES).astype(np.uint64)
