@@ -1,0 +1,361 @@
+"""UDP sockets: receive queues that several CPU processes fill and one reader drains.
+
+A socket's receive queue is a Ring of SOCK_ENTRY (one entry per queued skb) in memory every
+process maps. Producers (the CPUs running udp_rcv) push under the socket's lock, which is
+injected (a multiprocessing lock in a run, threading.Lock or None in tests); the reader pops
+without it (the ring is single-consumer) and takes the lock only to give back receive memory.
+
+State every process must see lives in the ring's user header words:
+
+    word 0  sk_rmem_alloc    bytes of truesize charged to the socket (exact, under the lock)
+    word 1  sk_drops         skbs refused by the receive-buffer rule
+    word 2  sk_rxhash        hash of the last skb given to a connected socket
+    word 3  forward_deficit  (reader only) truesize dequeued but not yet given back
+    word 4  reader_queue     (reader only) skbs the reader has spliced off and not yet read
+
+Kernel rules followed (6.18, net/ipv4/udp.c, include/net/rps.h, include/linux/skbuff.h):
+
+* __udp_enqueue_schedule_skb: with rmem = sk_rmem_alloc (+ the per-NUMA producer queue's
+  rmem_alloc, folded in here: producers are serialised by the lock, so that queue is always
+  spliced at once), an skb of truesize `size` is dropped when ``rmem + size > rcvbuf`` and the
+  queue is not empty (``rmem != 0``); when rcvbuf > INT_MAX >> 1 the empty-queue exception
+  does not apply. Accepted skbs add their truesize to rmem, so a first oversized skb may push
+  rmem past rcvbuf. This is the 6.18 rule ("udp: refine __udp_enqueue_schedule_skb() test",
+  net-next 2025-09); 6.10-6.17 let any skb in while rmem <= rcvbuf/2 and dropped beyond it
+  when ``rmem + size > rcvbuf``; older kernels dropped only when rmem > rcvbuf.
+  Every drop: sk_drops += 1; the caller counts Udp RcvbufErrors and InErrors (-ENOMEM).
+  skb_condense() (rmem > rcvbuf/2) does not change our truesize: the modelled skbs are
+  linear heads whose truesize already is SKB_TRUESIZE(end offset).
+* __udp_queue_rcv_skb: a connected socket (inet_daddr set) saves skb->hash as sk_rxhash for
+  every skb it is given, before the enqueue (so also for skbs then dropped).
+* udp_recvmsg: InDatagrams += 1 per datagram read (not at enqueue).
+* Receive memory is given back lazily (udp_rmem_release with partial=1, from
+  udp_skb_destructor): dequeued truesize accumulates in forward_deficit and is subtracted from
+  sk_rmem_alloc only when the deficit reaches forward_threshold (sk_rcvbuf >> 2) or the
+  reader's private queue (reader_queue) becomes empty; at that moment everything in
+  sk_receive_queue is spliced onto reader_queue. So under load rmem runs up to rcvbuf/4
+  above what is really queued, and the drop boundary moves accordingly. defer_release=False
+  gives the memory back at once instead (an idealised socket).
+* inet_recvmsg -> sock_rps_record_flow: for a connected (TCP_ESTABLISHED) socket with a
+  non-zero sk_rxhash, once per recvmsg call and before reading, write
+  ``(hash & ~rps_cpu_mask) | cpu`` at ``ents[hash & mask]`` of rps_sock_flow_table, only if
+  the entry differs (rps_record_sock_flow avoids dirtying the shared cache line).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
+from emu.ring import Ring
+
+SOCK_ENTRY = np.dtype([
+    ("seq", "<u8"),       # NIC sequence number of the skb's (first) frame
+    ("len", "<u4"),       # skb len on the wire (Ethernet header included)
+    ("truesize", "<u4"),  # skb->truesize charged to sk_rmem_alloc
+    ("hash", "<u4"),      # skb->hash (what sk_rxhash takes for a connected socket)
+    ("src", "u1"),        # traffic source (per-source accounting)
+    ("_pad", "u1"),
+    ("segs", "<u2"),      # wire frames in the skb (1 unless GRO merged)
+])
+assert SOCK_ENTRY.itemsize == 24
+
+U_RMEM, U_DROPS, U_RXHASH, U_DEFICIT, U_READER_Q = 0, 1, 2, 3, 4
+
+# --- truesize ---------------------------------------------------------------------------
+# SKB_TRUESIZE(X) = X + SKB_DATA_ALIGN(sizeof(struct sk_buff))
+#                     + SKB_DATA_ALIGN(sizeof(struct skb_shared_info))       (skbuff.h)
+# x86_64, 6.x, SMP_CACHE_BYTES = 64:
+#   sizeof(struct sk_buff) = 232 with distro configs (224 with a "lucky" config; pahole
+#     figures quoted on netdev) -> SKB_DATA_ALIGN -> 256 either way.
+#   sizeof(struct skb_shared_info) = 48 bytes of fields (flags, meta_len, nr_frags, tx_flags,
+#     gso_size, gso_segs, frag_list, hwtstamps|xsk_meta, gso_type, tskey, dataref,
+#     xdp_frags_size, destructor_arg) + frags[MAX_SKB_FRAGS = 17] of 16-byte skb_frag_t
+#     (netmem_ref, len, offset) = 48 + 272 = 320 -> SKB_DATA_ALIGN -> 320.
+# A driver receiving into 2 KiB buffers: SKB_TRUESIZE(2048) = 2048 + 256 + 320 = 2624 bytes per
+# frame; frames that do not fit 2 KiB are charged in 4 KiB steps (SKB_TRUESIZE(k * 4096)).
+# (A build_skb driver that keeps skb_shared_info inside the 2 KiB half page, e.g. ixgbe/ice
+# with build_skb, charges SKB_TRUESIZE(2048 - 320) = 2304 instead.)
+SKB_DATA_ALIGN_SKBUFF = 256
+SKB_DATA_ALIGN_SHINFO = 320
+RX_BUF = 2048
+BIG_STEP = 4096
+INT_MAX = 2**31 - 1
+
+
+def skb_truesize(x: int) -> int:
+    return int(x) + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO
+
+
+def truesize_of(lens: np.ndarray) -> np.ndarray:
+    """skb->truesize of received frames of these wire lengths (uint32)."""
+    lens = np.asarray(lens, dtype=np.int64)
+    buf = np.where(lens <= RX_BUF, RX_BUF, -(-lens // BIG_STEP) * BIG_STEP)
+    return (buf + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO).astype(np.uint32)
+
+
+def socket_ring_capacity(rcvbuf: int, min_truesize: int) -> int:
+    """Power-of-two ring size that the rcvbuf rule, never the ring, limits.
+
+    While rmem > 0 an skb is queued only if rmem + truesize <= rcvbuf, and rmem never falls
+    below the truesize still queued (the reader pops before it gives memory back, and gives it
+    back lazily), so at most max(1, rcvbuf // min_truesize) skbs can be queued.
+    """
+    n = max(1, int(rcvbuf) // max(1, int(min_truesize))) + 1
+    return 1 << (n - 1).bit_length()
+
+
+def roundup_pow_of_two(n: int) -> int:
+    return 1 << (max(1, int(n)) - 1).bit_length()
+
+
+def rps_cpu_mask(ncpus: int) -> int:
+    """net_hotdata.rps_cpu_mask = roundup_pow_of_two(nr_cpu_ids) - 1."""
+    return roundup_pow_of_two(ncpus) - 1
+
+
+def admit(sizes: np.ndarray, rmem: int, rcvbuf: int) -> tuple[np.ndarray, int]:
+    """The 6.18 receive-buffer rule applied to each skb in order; (accepted mask, new rmem).
+
+    Exact for any mix of sizes: the accepted prefix is found with one cumulative sum; after a
+    refusal rmem is unchanged, so the next skb that can fit is the next one no larger than the
+    room left (one vectorised search per such skb; none when all sizes are equal).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n = sizes.shape[0]
+    accept = np.zeros(n, dtype=bool)
+    rcvbuf = int(rcvbuf)
+    empty_ok = rcvbuf <= (INT_MAX >> 1)
+    i = 0
+    while i < n:
+        if rmem == 0 and empty_ok:
+            accept[i] = True            # "Accept the packet if queue is empty."
+            rmem += int(sizes[i])
+            i += 1
+            continue
+        cs = np.cumsum(sizes[i:]) + rmem
+        k = int(np.searchsorted(cs, rcvbuf, side="right"))   # leading skbs that fit
+        if k:
+            accept[i:i + k] = True
+            rmem = int(cs[k - 1])
+            i += k
+        if i >= n:
+            break
+        room = rcvbuf - rmem            # skb i did not fit; rmem stays
+        nxt = np.flatnonzero(sizes[i + 1:] <= room)
+        if not nxt.size:
+            break
+        i += 1 + int(nxt[0])
+    return accept, rmem
+
+
+def release_plan(sizes: np.ndarray, deficit: int, reader_q: int, rest: int,
+                 threshold: int) -> tuple[int, int, int]:
+    """udp_rmem_release(partial) over consecutive dequeues: (released, deficit, reader_q).
+
+    sizes: truesize of the skbs read, in order; deficit / reader_q: the reader's state before;
+    rest: skbs still in the socket after them (they are spliced onto reader_queue at each
+    release). Loops once per release, not per skb.
+    """
+    m = int(sizes.shape[0])
+    if m == 0:
+        return 0, deficit, reader_q
+    if reader_q == 0:                   # __skb_recv_udp: splice sk_receive_queue, then dequeue
+        reader_q = m + rest
+    cs = np.cumsum(np.asarray(sizes, dtype=np.int64))
+    released = 0
+    i = 0
+    while i < m:
+        base = int(cs[i - 1]) if i else 0
+        j_t = max(i, int(np.searchsorted(cs, threshold - deficit + base, side="left")))
+        j_r = i + reader_q - 1          # the dequeue that empties reader_queue
+        j = min(j_t, j_r)
+        if j >= m:
+            deficit += int(cs[m - 1]) - base
+            reader_q -= m - i
+            break
+        released += deficit + int(cs[j]) - base
+        deficit = 0
+        reader_q = (m - j - 1) + rest   # skb_queue_splice_tail_init(sk_queue, reader_queue)
+        i = j + 1
+    return released, deficit, reader_q
+
+
+class _NoLock:
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+
+def _parse_connect(text: str) -> tuple[int, int]:
+    ip, _, port = text.rpartition(":")
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d, int(port)
+
+
+class UdpSocket:
+    """One bound UDP socket (INADDR_ANY:port), optionally connected to a peer."""
+
+    def __init__(self, ring: Ring, lock, port: int, rcvbuf: int, reader_cpu: int,
+                 connected: bool | str = False, *, connect: str | None = None,
+                 peer_addr: int | None = None, peer_port: int | None = None,
+                 defer_release: bool = True):
+        self.ring = ring
+        self.lock = lock if lock is not None else _NoLock()
+        self.port = int(port)
+        self.rcvbuf = int(rcvbuf)                 # sk_rcvbuf (already doubled by SO_RCVBUF)
+        self.forward_threshold = self.rcvbuf >> 2
+        self.reader_cpu = int(reader_cpu)
+        if isinstance(connected, str):
+            connect, connected = connected, bool(connected)
+        if connect:
+            peer_addr, peer_port = _parse_connect(connect)
+            connected = True
+        self.connected = bool(connected)
+        self.peer_addr = peer_addr                # None: any source (connected without a peer)
+        self.peer_port = peer_port
+        self.defer_release = defer_release
+        self.index = -1                           # set by SocketTable
+
+    # -- shared state ------------------------------------------------------------------------
+    def rmem(self) -> int:
+        return self.ring.user(U_RMEM)
+
+    def drops(self) -> int:
+        return self.ring.user(U_DROPS)
+
+    def rxhash(self) -> int:
+        return self.ring.user(U_RXHASH)
+
+    def queued(self) -> int:
+        return len(self.ring)
+
+    # -- producer side (softirq on any CPU) --------------------------------------------------
+    def enqueue_mask(self, entries: np.ndarray) -> tuple[np.ndarray, bool]:
+        """__udp_queue_rcv_skb for a batch, in order: (accepted mask, queue went non-empty)."""
+        n = entries.shape[0]
+        if n == 0:
+            return np.zeros(0, dtype=bool), False
+        ring = self.ring
+        self.lock.acquire()
+        try:
+            if self.connected:
+                h = int(entries["hash"][-1])      # sock_rps_save_rxhash, last writer wins
+                if ring.user(U_RXHASH) != h:
+                    ring.set_user(U_RXHASH, h)
+            rmem = ring.user(U_RMEM)
+            accept, new_rmem = admit(entries["truesize"], rmem, self.rcvbuf)
+            n_acc = int(accept.sum())
+            if n_acc:
+                pushed = ring.push(entries if n_acc == n else entries[accept])
+                if pushed != n_acc:
+                    raise RuntimeError(f"socket ring of port {self.port} is too small "
+                                       f"({ring.capacity}) for rcvbuf {self.rcvbuf}")
+                ring.set_user(U_RMEM, new_rmem)
+            if n_acc < n:
+                ring.set_user(U_DROPS, ring.user(U_DROPS) + (n - n_acc))
+        finally:
+            self.lock.release()
+        return accept, bool(n_acc and rmem == 0)
+
+    def enqueue(self, entries: np.ndarray) -> tuple[int, bool]:
+        """(accepted count, first_was_empty): the queue was empty and now is not."""
+        accept, woke = self.enqueue_mask(entries)
+        return int(accept.sum()), woke
+
+    # -- reader side (the application's task on reader_cpu) ----------------------------------
+    def recvmsg(self, max_n: int, cpu: int, counters: np.ndarray,
+                sock_table: np.ndarray | None = None, ncpus: int = 1) -> tuple[np.ndarray, int]:
+        """Read up to max_n datagrams: (entries, datagrams still queued)."""
+        ring = self.ring
+        counters[C.RECVMSG_CALLS] += 1
+        if self.connected and sock_table is not None:
+            record_flow(sock_table, ring.user(U_RXHASH), cpu, ncpus)
+        entries = ring.pop(max(0, int(max_n)))
+        m = entries.shape[0]
+        rest = len(ring)
+        if m == 0:
+            return entries, rest
+        sizes = entries["truesize"].astype(np.int64)
+        if self.defer_release:
+            released, deficit, reader_q = release_plan(
+                sizes, ring.user(U_DEFICIT), ring.user(U_READER_Q), rest, self.forward_threshold)
+            ring.set_user(U_DEFICIT, deficit)
+            ring.set_user(U_READER_Q, reader_q)
+        else:
+            released = int(sizes.sum())
+        if released:
+            self.lock.acquire()             # the slots are already released: rmem >= queued
+            try:
+                ring.set_user(U_RMEM, ring.user(U_RMEM) - released)
+            finally:
+                self.lock.release()
+        counters[C.UDP_IN_DATAGRAMS] += m
+        counters[C.USER_DATAGRAMS] += m
+        per_src = np.bincount(entries["src"], weights=entries["segs"], minlength=MAX_SOURCES)
+        counters[SRC_DELIVERED0:SRC_DELIVERED0 + MAX_SOURCES] += per_src[:MAX_SOURCES].astype(np.uint64)
+        return entries, len(ring)
+
+
+def record_flow(sock_table: np.ndarray, hash_: int, cpu: int, ncpus: int) -> None:
+    """sock_rps_record_flow_hash -> rps_record_sock_flow."""
+    h = int(hash_) & 0xFFFFFFFF
+    if not h:
+        return
+    mask = rps_cpu_mask(ncpus)
+    val = (h & ~mask & 0xFFFFFFFF) | int(cpu)
+    idx = h & (sock_table.shape[0] - 1)
+    if int(sock_table[idx]) != val:
+        sock_table[idx] = val
+
+
+class SocketTable:
+    """__udp4_lib_lookup for the emulated host: dport (and peer, if connected) -> socket."""
+
+    def __init__(self, sockets: list[UdpSocket]):
+        self.sockets = list(sockets)
+        self.port_map = np.full(65536, -1, dtype=np.int16)       # unconnected (wildcard) sockets
+        self.has_connected = np.zeros(65536, dtype=bool)
+        self._connected: dict[int, list[int]] = {}
+        for i, s in enumerate(self.sockets):
+            s.index = i
+            if s.connected:
+                self._connected.setdefault(s.port, []).append(i)
+                self.has_connected[s.port] = True
+            else:
+                if self.port_map[s.port] >= 0:
+                    raise ValueError(f"UDP port {s.port} is bound twice (no SO_REUSEPORT here)")
+                self.port_map[s.port] = i
+
+    def __len__(self) -> int:
+        return len(self.sockets)
+
+    def lookup(self, dport: np.ndarray, saddr: np.ndarray | None = None,
+               sport: np.ndarray | None = None) -> np.ndarray:
+        """Socket index per datagram (-1: none).
+
+        compute_score: a connected socket matches only its peer and then outranks a wildcard
+        socket of the same port; a non-matching connected socket is never chosen.
+        """
+        dport = np.asarray(dport, dtype=np.int64)
+        idx = self.port_map[dport].astype(np.int32)
+        if not self._connected or dport.size == 0:
+            return idx
+        cand = self.has_connected[dport]
+        if not cand.any():
+            return idx
+        taken = np.zeros(dport.shape[0], dtype=bool)
+        for port in np.unique(dport[cand]):
+            on_port = cand & (dport == port)
+            for si in self._connected[int(port)]:
+                s = self.sockets[si]
+                m = on_port & ~taken
+                if s.peer_addr is not None and saddr is not None:
+                    m &= np.asarray(saddr) == s.peer_addr
+                if s.peer_port is not None and sport is not None:
+                    m &= np.asarray(sport) == s.peer_port
+                idx[m] = si
+                taken |= m
+        return idx
