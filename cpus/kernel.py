@@ -100,7 +100,7 @@ class Cpu:
             mask = cfg.rps_mask(q)
             cpus = [c for c in range(self.ncpus) if mask >> c & 1]
             self.rps_queues.append(RxQueueRps(cpus, flow_tables[q]))
-        self.rps_active = [bool(r.rps_cpus) or r.flow_table is not None for r in self.rps_queues]
+        self.rps_active = [r.active for r in self.rps_queues]
         self.heads = np.zeros(self.ncpus, dtype=np.uint32)
 
         self.socks = socks
