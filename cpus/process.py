@@ -88,6 +88,7 @@ def main(index: int, cfg_dict: dict, run_id: str, shm_name: str, locks: dict,
         ctl = Control(ctx, run_id, role, parent_pid)
         ctl.send(Msg.READY, {"pid": __import__("os").getpid()})
         start = ctl.wait_for(Msg.START, 60.0)
+        time.sleep(max(0.0, (start["t0"] - time.monotonic_ns()) / 1e9))   # all begin at t0
         clock = DilatedClock(start["t0"], cfg["run.tdf"], time.monotonic_ns)
         cputime = CpuTime(clock, counters[T0:T0 + 7], wait=_sleep_until(clock),
                           slack=int(SLACK_REAL_NS / cfg["run.tdf"]))
@@ -156,6 +157,7 @@ def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: s
             shown = want
         if not ran:
             events = dict(poller.poll(IDLE_POLL_MS))
+            cputime.sync(busy=False)         # the wait was idle time, whatever woke us
             if ctl.sock in events:
                 msg = ctl.poll(0)
                 if msg is not None and msg[0] in (Msg.STOP, Msg.EXIT):

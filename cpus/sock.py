@@ -246,6 +246,7 @@ class UdpSocket:
                 if ring.user(U_RXHASH) != h:
                     ring.set_user(U_RXHASH, h)
             rmem = ring.user(U_RMEM)
+            was_empty = len(ring) == 0        # rmem is not 0 when the release is deferred
             accept, new_rmem = admit(entries["truesize"], rmem, self.rcvbuf)
             n_acc = int(accept.sum())
             if n_acc:
@@ -258,7 +259,7 @@ class UdpSocket:
                 ring.set_user(U_DROPS, ring.user(U_DROPS) + (n - n_acc))
         finally:
             self.lock.release()
-        return accept, bool(n_acc and rmem == 0)
+        return accept, bool(n_acc and was_empty)
 
     def enqueue(self, entries: np.ndarray) -> tuple[int, bool]:
         """(accepted count, first_was_empty): the queue was empty and now is not."""

@@ -55,6 +55,7 @@ _cpu_names = [
     "RES", "CAL",
     # MIBs
     "IP_IN_RECEIVES", "IP_IN_HDR_ERRORS", "IP_IN_UNKNOWN_PROTOS", "IP_IN_DELIVERS",
+    "IP_IN_CSUM_ERRORS", "IP_IN_TRUNCATED_PKTS",
     "UDP_IN_DATAGRAMS", "UDP_NO_PORTS", "UDP_IN_ERRORS", "UDP_RCVBUF_ERRORS", "UDP_MEM_ERRORS",
     "TCP_IN_SEGS",
     # core per-CPU device stats (dev_get_stats adds these to the driver's)
