@@ -166,6 +166,14 @@ def test_pinning_needs_rss_and_a_reachable_queue():
         flow_templates(_cfg(queue=1), 4, 1, 0, rss)
 
 
+@pytest.mark.parametrize("fields", ["sd", "sdfn"])
+def test_pinning_with_a_key_that_cannot_steer_fails_fast(fields):
+    rss = Rss(bytes(52), [i % 4 for i in range(128)], fields, fields)  # every hash is 0
+    with pytest.raises(ValueError):
+        flow_templates(_cfg(flows=65536, queue=3), 65536, 1, 0, rss)
+    assert flow_templates(_cfg(flows=4, queue=0), 4, 1, 0, rss).src_port.tolist() == [10000, 10001, 10002, 10003]
+
+
 def test_templates_deterministic_in_seed():
     a = flow_templates(_cfg(proto="tcp", frame_len=100), 4, 5, 2)
     b = flow_templates(_cfg(proto="tcp", frame_len=100), 4, 5, 2)
