@@ -1,0 +1,87 @@
+"""Fixtures for tests that start real processes: every one is reaped and nothing leaks.
+
+The `no_leaks` fixture (autouse here) records /dev/shm and this test process's descendants
+before the test; afterwards it kills any descendant still alive (by pid, never by name),
+unlinks any new segment, and fails the test if it had to.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _shm() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if not n.startswith("sem.mp-")}
+
+
+def _descendants() -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    shm_before = _shm()
+    kids_before = _descendants()
+    yield
+    deadline = time.monotonic() + 10
+    leaked = _descendants() - kids_before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.1)
+        leaked = {p for p in leaked if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+    for pid in leaked:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+    new_shm = _shm() - shm_before
+    for name in new_shm:
+        try:
+            os.unlink(os.path.join("/dev/shm", name))
+        except FileNotFoundError:
+            pass
+    assert not leaked, f"processes left behind: {sorted(leaked)}"
+    assert not new_shm, f"shared memory left behind: {sorted(new_shm)}"
+
+
+def emu_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "emu", *args]
+
+
+def run_emu(*args: str, timeout: float = 120, cwd: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(emu_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or ROOT)
+
+
+def start_emu(*args: str, cwd: str | None = None) -> subprocess.Popen:
+    return subprocess.Popen(emu_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=cwd or ROOT, start_new_session=True)
+
+
+def wait_manifest(run_dir: str, state: str = "running", timeout: float = 60) -> dict:
+    path = os.path.join(run_dir, "manifest.json")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                m = json.load(f)
+            if m.get("state") == state:
+                return m
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} did not reach state {state!r} within {timeout} s")
+
+
+def report(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, "report.json")) as f:
+        return json.load(f)
