@@ -119,6 +119,7 @@ class Cpu:
         self.send_ipi: Callable[[int], None] = _noop
         self.wake_remote: Callable[[int], None] = _noop
         self.unmask_irq: Callable[[int], None] = self._unmask_irq
+        self.on_read: Callable[[np.ndarray], None] | None = None   # sees what the app read
 
     # -- time ------------------------------------------------------------------------------
     def charge(self, ns: int) -> None:
@@ -314,6 +315,8 @@ class Cpu:
                                                self.sock_table, self.ncpus)
                 k = len(entries)
                 if k:
+                    if self.on_read is not None:
+                        self.on_read(entries)
                     self.charge(k * self.cost_recvmsg)
                     self.ctx = USER
                     self.charge(k * self.cost_app)

@@ -7,6 +7,7 @@ on the dilated clock, run the scheduler loop until STOP, say STOPPED, wait for E
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 
@@ -86,7 +87,7 @@ def main(index: int, cfg_dict: dict, run_id: str, shm_name: str, locks: dict,
                 s.connect(endpoint(run_id, f"cpu{j}"))
                 peers[j] = s
         ctl = Control(ctx, run_id, role, parent_pid)
-        ctl.send(Msg.READY, {"pid": __import__("os").getpid()})
+        ctl.send(Msg.READY, {"pid": os.getpid()})
         start = ctl.wait_for(Msg.START, 60.0)
         time.sleep(max(0.0, (start["t0"] - time.monotonic_ns()) / 1e9))   # all begin at t0
         clock = DilatedClock(start["t0"], cfg["run.tdf"], time.monotonic_ns)
@@ -95,7 +96,14 @@ def main(index: int, cfg_dict: dict, run_id: str, shm_name: str, locks: dict,
         cpu = Cpu(index, cfg, cputime, counters, views.rx, views.backlogs,
                   SocketTable(views.sockets), views.sock_flow, views.flow_tables,
                   hash_seed=cfg["run.seed"])
+        seqs: list = []
+        if cfg["run.record_seqs"]:
+            cpu.on_read = lambda entries: seqs.append(entries["seq"].copy())
         _run(cpu, cputime, inbox, peers, ctl, run_id, title)
+        if cfg["run.record_seqs"]:
+            import numpy as np
+            np.save(os.path.join(cfg["run.run_dir"], f"seqs-cpu{index}.npy"),
+                    np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.uint64))
         ctl.send(Msg.STOPPED, {"now": cputime.now()})
         ctl.wait_for(Msg.EXIT, 30.0)
     except Orphaned:

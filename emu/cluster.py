@@ -21,7 +21,7 @@ import numpy as np
 import zmq
 
 from . import procfs
-from .config import Config
+from .config import Config, dumps_toml
 from .counters import C
 from .errors import ChildCrashed, EmuError, ProtocolError
 from .protocol import Msg, endpoint, pack, unpack
@@ -79,8 +79,10 @@ class Cluster:
         from cpus import process as cpu_process
         from nic import process as nic_process
         os.makedirs(self.run_dir, exist_ok=True)
+        cfg_dict = self.cfg.to_dict()
+        cfg_dict["run"]["run_dir"] = self.run_dir       # children write files here
         with open(os.path.join(self.run_dir, "config.toml"), "w") as f:
-            f.write(self.cfg.to_toml())
+            f.write(dumps_toml(cfg_dict))
         self.segment = Segment.create(self.shm_name, self.layout.size)
         self._write_manifest("starting")
         locks = {}
@@ -94,7 +96,6 @@ class Cluster:
         self.ctl = self.ctx.socket(zmq.ROUTER)
         self.ctl.setsockopt(zmq.LINGER, 0)
         self.ctl.bind(endpoint(self.run_id, "ctl"))
-        cfg_dict = self.cfg.to_dict()
         me = os.getpid()
         specs = [("nic", nic_process.main, (cfg_dict, self.run_id, self.shm_name, me))]
         for c in range(self.cfg.ncpus):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .clock import CONTEXT_NAMES
-from .counters import (DROP_NAMES, IRQ0, MAX_SOURCES, NR_DROP, SOFTIRQ0, SRC_DELIVERED0,
+from .counters import (DROP_NAMES, IRQ0, MAX_SOURCES, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0,
+                       NR_DROP, SOFTIRQ0, SRC_DELIVERED0,
                        SRC_RING_DROP0, SRC_SENT0, T0, C, N, NET_RX_SOFTIRQ, Q_BYTES, Q_DROPS,
                        Q_IRQS, Q_PACKETS, nq, src_drop)
 
@@ -72,6 +73,8 @@ def build(snap, queues: dict, cluster=None, interrupted: bool = False, drained: 
             "bytes": int(nic[nq(q, Q_BYTES)]),
             "nic_drops": int(nic[nq(q, Q_DROPS)]),
             "irqs_raised": int(nic[nq(q, Q_IRQS)]),
+            "gro_merged": int(cpu[:, NAPI_GRO_MERGED0 + q].sum()),
+            "gro_flushed": int(cpu[:, NAPI_GRO_FLUSHED0 + q].sum()),
         })
 
     udp = {
@@ -162,10 +165,10 @@ def text(r: dict) -> str:
             g = c["gro"]
             w(f"{c['cpu']:>3} {g['received']:>13} {g['merged']:>7} {g['held']:>7} {g['normal']:>7} {g['flushed']:>8}")
     w("")
-    w("RXQ  IRQ  CPU     PACKETS         BYTES  NIC_DROPS  IRQS")
+    w("RXQ  IRQ  CPU     PACKETS         BYTES  NIC_DROPS    IRQS  GRO_MERGED  GRO_FLUSHED")
     for q in r["rx_queues"]:
         w(f"{q['queue']:>3} {q['irq']:>4} {q['cpu']:>4} {q['packets']:>11} {q['bytes']:>13} "
-          f"{q['nic_drops']:>10} {q['irqs_raised']:>5}")
+          f"{q['nic_drops']:>10} {q['irqs_raised']:>7} {q['gro_merged']:>11} {q['gro_flushed']:>12}")
     u = r["udp"]
     w("")
     w(f"Udp: InDatagrams {u['InDatagrams']}  NoPorts {u['NoPorts']}  InErrors {u['InErrors']}  "
