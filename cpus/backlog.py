@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emu.counters import MAX_SOURCES, SRC_DROP0, C, Drop
+from emu.counters import C, Drop, count_per_source, src_drop
 from emu.ring import Ring
 
 from .napi import NAPI_STATE_SCHED, NAPI_STATE_THREADED, Napi
@@ -165,20 +165,14 @@ def enqueue_to_backlog(cpu: "Cpu", skbs: np.ndarray, target: Backlog) -> tuple[n
         if n_fl:
             counters[C.FLOW_LIMIT_COUNT] = fl.count
             counters[C.BACKLOG_DROP_FLOW_LIMIT] += n_fl
-            _count_src(counters, Drop.FLOW_LIMIT, skbs[fl_drop])
+            count_per_source(counters, src_drop(Drop.FLOW_LIMIT, 0), skbs[fl_drop])
         if n_drop - n_fl:
             counters[C.BACKLOG_DROP_QLEN] += n_drop - n_fl
-            _count_src(counters, Drop.BACKLOG, skbs[dropped & ~fl_drop])
+            count_per_source(counters, src_drop(Drop.BACKLOG, 0), skbs[dropped & ~fl_drop])
     if kick:
         napi_schedule_rps(cpu, target)
     qtails = (first_tail + np.arange(n_acc, dtype=np.int64)) & U32 if n_acc else np.zeros(0, np.int64)
     return accepted, qtails
-
-
-def _count_src(counters: np.ndarray, reason: int, skbs: np.ndarray) -> None:
-    segs = np.bincount(skbs["src"], weights=skbs["segs"], minlength=MAX_SOURCES)
-    base = SRC_DROP0 + reason * MAX_SOURCES
-    counters[base:base + MAX_SOURCES] += segs.astype(np.uint64)
 
 
 def napi_schedule_rps(cpu: "Cpu", target: Backlog) -> None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emu.counters import MAX_SOURCES, NR_DROP, SRC_DELIVERED0, SRC_DROP0, C, Drop
+from emu.counters import MAX_SOURCES, NR_DROP, SRC_DELIVERED0, SRC_DROP0, C, Drop, count_per_source
 
 from .sock import SOCK_ENTRY, SocketTable, truesize_of
 
@@ -150,15 +150,10 @@ class DeliverResult:
         return self.queued + self.consumed
 
 
-def _count_src(counters: np.ndarray, base: int, skbs: np.ndarray) -> None:
-    per = np.bincount(skbs["src"], weights=skbs["segs"], minlength=MAX_SOURCES)
-    counters[base:base + MAX_SOURCES] += per[:MAX_SOURCES].astype(np.uint64)
-
-
 def _drop(res: DeliverResult, counters: np.ndarray, reason: int, skbs: np.ndarray) -> None:
     if skbs.shape[0]:
         res.dropped[reason] += skbs.shape[0]
-        _count_src(counters, SRC_DROP0 + reason * MAX_SOURCES, skbs)
+        count_per_source(counters, SRC_DROP0 + reason * MAX_SOURCES, skbs)
 
 
 def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
@@ -211,7 +206,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
     if res.tcp:
         tcp = skbs[is_tcp]
         counters[C.TCP_IN_SEGS] += res.tcp
-        _count_src(counters, SRC_DELIVERED0, tcp)
+        count_per_source(counters, SRC_DELIVERED0, tcp)
         res.consumed += res.tcp
 
     res.udp = int(is_udp.sum())

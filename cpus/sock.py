@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
+from emu.counters import SRC_DELIVERED0, C, count_per_source
 from emu.ring import Ring
+
+from .rps import rps_cpu_mask
 
 SOCK_ENTRY = np.dtype([
     ("seq", "<u8"),       # NIC sequence number of the skb's (first) frame
@@ -103,15 +105,6 @@ def socket_ring_capacity(rcvbuf: int, min_truesize: int) -> int:
     """
     n = max(1, int(rcvbuf) // max(1, int(min_truesize))) + 1
     return 1 << (n - 1).bit_length()
-
-
-def roundup_pow_of_two(n: int) -> int:
-    return 1 << (max(1, int(n)) - 1).bit_length()
-
-
-def rps_cpu_mask(ncpus: int) -> int:
-    """net_hotdata.rps_cpu_mask = roundup_pow_of_two(nr_cpu_ids) - 1."""
-    return roundup_pow_of_two(ncpus) - 1
 
 
 def admit(sizes: np.ndarray, rmem: int, rcvbuf: int) -> tuple[np.ndarray, int]:
@@ -295,8 +288,7 @@ class UdpSocket:
                 self.lock.release()
         counters[C.UDP_IN_DATAGRAMS] += m
         counters[C.USER_DATAGRAMS] += m
-        per_src = np.bincount(entries["src"], weights=entries["segs"], minlength=MAX_SOURCES)
-        counters[SRC_DELIVERED0:SRC_DELIVERED0 + MAX_SOURCES] += per_src[:MAX_SOURCES].astype(np.uint64)
+        count_per_source(counters, SRC_DELIVERED0, entries)
         return entries, len(ring)
 
 

@@ -113,6 +113,12 @@ SRC_SENT0 = N.SRC_SENT_0
 SRC_RING_DROP0 = N.SRC_RING_DROP_0
 
 
+def count_per_source(counters: np.ndarray, base: int, skbs: np.ndarray) -> None:
+    """Add each skb's wire frames (segs) to the per-source slot range starting at base."""
+    per = np.bincount(skbs["src"], weights=skbs["segs"], minlength=MAX_SOURCES)
+    counters[base:base + MAX_SOURCES] += per[:MAX_SOURCES].astype(np.uint64)
+
+
 def cpu_block(buf=None, offset: int = 0) -> np.ndarray:
     if buf is None:
         return np.zeros(CPU_SLOTS, dtype="<u8")
