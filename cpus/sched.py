@@ -72,7 +72,11 @@ class Scheduler:
     def pick_next(self, now: int) -> Task | None:
         best = None
         for t in self.tasks:
-            if t.runnable and (best is None or t.vruntime < best.vruntime):
+            if not t.runnable:
+                continue
+            # equal vruntime (e.g. zero-cost work): the task that did not just run goes first
+            if (best is None or t.vruntime < best.vruntime
+                    or (t.vruntime == best.vruntime and best is self.current)):
                 best = t
         self.need_resched = False
         if best is not None and best is not self.current:

@@ -260,26 +260,31 @@ def _rank_in_flow(flow_idx: np.ndarray) -> np.ndarray:
     return rank
 
 
-def stamp(flows: Flows, flow_idx: np.ndarray, counters: FlowState | None = None) -> np.ndarray:
+def stamp(flows: Flows, flow_idx: np.ndarray, counters: FlowState | None = None,
+          keep: np.ndarray | None = None) -> np.ndarray:
     """The head bytes of a batch of frames, in batch order; uint8 [n, HEAD].
 
     flow_idx gives each frame's flow, frames in sending order. counters is the sender state
     to use and advance (default: flows.state); per flow the IPv4 id grows by one and the TCP
     sequence number by the payload length per frame, so a flow's segments are contiguous
-    across batches.
+    across batches. With ``keep`` (a bool mask) only the kept frames are built, but every
+    frame consumes its id and sequence space: the NIC drops frames that were sent.
     """
     st = flows.state if counters is None else counters
-    fi = np.asarray(flow_idx, dtype=np.intp)
+    fi_all = np.asarray(flow_idx, dtype=np.intp)
+    rank = _rank_in_flow(fi_all) if fi_all.size else np.zeros(0, dtype=np.int64)
+    fi = fi_all if keep is None else fi_all[keep]
+    if keep is not None:
+        rank = rank[keep]
     out = flows.heads[fi]
-    if fi.size == 0:
+    if fi_all.size == 0:
         return out
-    rank = _rank_in_flow(fi)
     ip = ETH_HLEN
     ids = (st.next_id[fi].astype(np.int64) + rank) & 0xFFFF
     _put16(out, ip + 4, ids)
     out[:, ip + 10:ip + 12] = 0
     _put16(out, ip + 10, ipv4_checksum(out[:, ip:ip + IPH_LEN]))
-    counts = np.bincount(fi, minlength=len(flows)).astype(np.uint64)
+    counts = np.bincount(fi_all, minlength=len(flows)).astype(np.uint64)
     st.next_id[:] = ((st.next_id.astype(np.uint64) + counts) & np.uint64(0xFFFF)).astype(np.uint16)
     if flows.proto[0] == IPPROTO_TCP:
         pl = np.uint64(flows.payload_len)

@@ -24,7 +24,7 @@ from cpus.kernel import RX_IRQ_MASKED
 from emu.child import Control, Orphaned, bootstrap, report_crash
 from emu.clock import DilatedClock
 from emu.config import Config
-from emu.counters import MAX_SOURCES, SRC_RING_DROP0, SRC_SENT0, N, Q_BYTES, Q_DROPS, Q_IRQS, Q_PACKETS, nq
+from emu.counters import SRC_RING_DROP0, SRC_SENT0, N, Q_BYTES, Q_DROPS, Q_IRQS, Q_PACKETS, nq
 from emu.protocol import Msg, endpoint, pack
 from emu.shm import Layout, Segment, Views
 
@@ -61,6 +61,7 @@ def main(cfg_dict: dict, run_id: str, shm_name: str, parent_pid: int) -> None:
         ctl = Control(ctx, run_id, "nic", parent_pid)
         ctl.send(Msg.READY, {"pid": os.getpid()})
         start = ctl.wait_for(Msg.START, 60.0)
+        time.sleep(max(0.0, (start["t0"] - time.monotonic_ns()) / 1e9))   # all begin at t0
         clock = DilatedClock(start["t0"], cfg["run.tdf"], time.monotonic_ns)
         _run(clock, views, sources, coal, target, pushes, irq_msg, ctl)
         ctl.send(Msg.STOPPED, {"now": clock.now()})
@@ -92,17 +93,7 @@ def _run(clock, views, sources, coal, target, pushes, irq_msg, ctl) -> None:
                 break
         now = clock.now()
         if generating and now > t_prev:
-            batches = []
-            for src in sources:
-                ts, flow_idx = src.arrivals(t_prev, now)
-                if len(ts):
-                    batches.append(src.make_batch(ts, flow_idx, seq))
-                    seq += len(ts)
-            if batches:
-                batch = batches[0] if len(batches) == 1 else np.concatenate(batches)
-                if len(batches) > 1:
-                    batch = batch[np.argsort(batch["ts"], kind="stable")]
-                _dma(batch, rings, c)
+            seq = _arrive(sources, t_prev, now, seq, rings, c)
         if now > t_prev:
             t_prev = now
         deadline = now + STEP_NS
@@ -121,23 +112,56 @@ def _run(clock, views, sources, coal, target, pushes, irq_msg, ctl) -> None:
         time.sleep(max(MIN_SLEEP_S, wait))
 
 
-def _dma(batch: np.ndarray, rings, c: np.ndarray) -> None:
-    """Write each frame into its queue's ring; count what the hardware counts."""
-    n = len(batch)
-    c[N.GENERATED] += n
-    c[N.GENERATED_BYTES] += int(batch["len"].sum())
-    src = batch["src"]
-    c[SRC_SENT0:SRC_SENT0 + MAX_SOURCES] += np.bincount(src, minlength=MAX_SOURCES).astype(np.uint64)
+def _arrive(sources, t_from: int, t_to: int, seq: int, rings, c: np.ndarray) -> int:
+    """DMA the frames of every source that arrive in (t_from, t_to]; return the next seq.
+
+    Which frames a full ring drops is decided before any frame is built (a flow's queue is
+    fixed), so an overloaded NIC spends no time building frames it then throws away.
+    """
+    parts = []
+    for src in sources:
+        ts, flow = src.arrivals(t_from, t_to)
+        if len(ts):
+            parts.append((src, ts, flow, seq))
+            seq += len(ts)
+    if not parts:
+        return seq
+    ts_all = np.concatenate([p[1] for p in parts])
+    q_all = np.concatenate([p[0].flow_queue[p[2]] for p in parts]).astype(np.intp)
+    order = np.argsort(ts_all, kind="stable")
+    q_sorted = q_all[order]
+    rank = np.empty(len(order), dtype=np.int64)      # place of each frame in its queue's line
+    by_q = np.argsort(q_sorted, kind="stable")
+    sq = q_sorted[by_q]
+    starts = np.r_[0, np.nonzero(np.diff(sq))[0] + 1]
+    rank[by_q] = np.arange(len(sq)) - np.repeat(starts, np.diff(np.r_[starts, len(sq)]))
+    free = np.array([r.free() for r in rings], dtype=np.int64)
+    keep = np.empty(len(order), dtype=bool)
+    keep[order] = rank < free[q_sorted]
+    batches = []
+    off = 0
+    for src, ts, flow, seq0 in parts:
+        n = len(ts)
+        k = keep[off:off + n]
+        off += n
+        c[SRC_SENT0 + src.index] += n
+        c[N.GENERATED] += n
+        c[N.GENERATED_BYTES] += n * src.frame_len
+        lost = n - int(k.sum())
+        if lost:
+            c[SRC_RING_DROP0 + src.index] += lost
+            lost_q = np.bincount(src.flow_queue[flow[~k]], minlength=len(rings))
+            for q in np.nonzero(lost_q)[0]:
+                c[nq(int(q), Q_DROPS)] += int(lost_q[q])
+        batches.append(src.make_batch(ts, flow, seq0, keep=k if lost else None))
+    batch = batches[0] if len(batches) == 1 else np.concatenate(batches)
+    if len(batches) > 1:
+        batch = batch[np.argsort(batch["ts"], kind="stable")]
     qs = batch["queue"]
     for q in np.unique(qs):
         q = int(q)
-        sub = batch[qs == q] if len(batch) else batch
-        written = rings[q].push(sub)
-        if written:
-            c[nq(q, Q_PACKETS)] += written
-            c[nq(q, Q_BYTES)] += int(sub["len"][:written].sum())
-        lost = len(sub) - written
-        if lost:
-            c[nq(q, Q_DROPS)] += lost
-            c[SRC_RING_DROP0:SRC_RING_DROP0 + MAX_SOURCES] += np.bincount(
-                sub["src"][written:], minlength=MAX_SOURCES).astype(np.uint64)
+        sub = batch[qs == q]
+        written = rings[q].push(sub)      # fits: only the NIC produces into its rings
+        c[nq(q, Q_PACKETS)] += written
+        c[nq(q, Q_BYTES)] += int(sub["len"].sum())
+    return seq

@@ -59,6 +59,11 @@ class Source:
         self._rng = np.random.default_rng(int(seed) + self.index)
         # A stream of its own, so the flow choice does not shift the arrival times.
         self._rng_flow = np.random.default_rng([int(seed) + self.index, 1])
+        # The RSS input (addresses, ports) is fixed per flow, so each flow's hash and queue
+        # are computed once; the NIC uses flow_queue to drop what a full ring cannot take
+        # before building it.
+        self.flow_hash, self.flow_l4 = rss.hash_heads(self.flows.heads)
+        self.flow_queue = rss.queue_of(self.flow_hash)
 
     # -- arrival process -------------------------------------------------------------
 
@@ -126,22 +131,29 @@ class Source:
 
     # -- frames -----------------------------------------------------------------------
 
-    def make_batch(self, ts: np.ndarray, flow_idx: np.ndarray, seq0: int) -> np.ndarray:
+    def make_batch(self, ts: np.ndarray, flow_idx: np.ndarray, seq0,
+                   keep: np.ndarray | None = None) -> np.ndarray:
         """SKB records for frames in sending order, as the NIC sees them after RSS.
 
-        Advances the flows' sender state (IPv4 id, TCP seq): call once per arrival batch,
-        in time order.
+        seq0 is the first sequence number (consecutive after it) or one per frame. With
+        ``keep`` only the kept frames are built. Advances the flows' sender state (IPv4 id,
+        TCP seq) for every frame: call once per arrival batch, in time order.
         """
         n = len(ts)
-        b = empty(n)
-        b["seq"] = np.uint64(seq0) + np.arange(n, dtype=np.uint64)
+        seqs = (np.asarray(seq0, dtype=np.uint64) if isinstance(seq0, np.ndarray)
+                else np.uint64(seq0) + np.arange(n, dtype=np.uint64))
+        fi = np.asarray(flow_idx, dtype=np.intp)
+        head = stamp(self.flows, fi, keep=keep)
+        if keep is not None:
+            ts, fi, seqs = ts[keep], fi[keep], seqs[keep]
+        b = empty(len(fi))
+        b["seq"] = seqs
         b["ts"] = ts
         b["len"] = self.frame_len
         b["segs"] = 1
         b["src"] = self.index
-        b["head"] = stamp(self.flows, flow_idx)
-        h, l4 = self.rss.hash_heads(b["head"])
-        b["hash"] = h
-        b["l4_hash"] = l4
-        b["queue"] = self.rss.queue_of(h)
+        b["head"] = head
+        b["hash"] = self.flow_hash[fi]
+        b["l4_hash"] = self.flow_l4[fi]
+        b["queue"] = self.flow_queue[fi]
         return b

@@ -1,8 +1,10 @@
 """Fixtures for tests that start real processes: every one is reaped and nothing leaks.
 
-The `no_leaks` fixture (autouse here) records /dev/shm and this test process's descendants
-before the test; afterwards it kills any descendant still alive (by pid, never by name),
-unlinks any new segment, and fails the test if it had to.
+The `no_leaks` fixture (autouse here) records this test process's descendants before the
+test; afterwards it kills any descendant still alive (by pid, never by name) and removes any
+segment named by a manifest of a run the test started (under its tmp_path), and fails the
+test if it had to. It never touches segments of runs it did not start, so a benchmark or
+another run on the same machine is left alone.
 """
 
 import json
@@ -17,8 +19,16 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _shm() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if not n.startswith("sem.mp-")}
+def _manifest_segments(root) -> set[str]:
+    names = set()
+    for dirpath, _dirs, files in os.walk(root):
+        if "manifest.json" in files:
+            try:
+                with open(os.path.join(dirpath, "manifest.json")) as f:
+                    names.update(json.load(f).get("shm", []))
+            except (OSError, json.JSONDecodeError):
+                pass
+    return names
 
 
 def _descendants() -> set[int]:
@@ -29,8 +39,7 @@ def _descendants() -> set[int]:
 
 
 @pytest.fixture(autouse=True)
-def no_leaks():
-    shm_before = _shm()
+def no_leaks(tmp_path):
     kids_before = _descendants()
     yield
     deadline = time.monotonic() + 10
@@ -43,7 +52,7 @@ def no_leaks():
             psutil.Process(pid).kill()
         except psutil.Error:
             pass
-    new_shm = _shm() - shm_before
+    new_shm = {n for n in _manifest_segments(tmp_path) if os.path.exists(os.path.join("/dev/shm", n))}
     for name in new_shm:
         try:
             os.unlink(os.path.join("/dev/shm", name))
