@@ -57,6 +57,15 @@ _OPT_MAX = 40
 _TCP = ETH_HLEN + 20        # TCP header offset in a GRO candidate
 
 
+_GRO_RECEIVED = int(C.GRO_RECEIVED)
+_GRO_NORMAL = int(C.GRO_NORMAL)
+
+
+def _copy(skbs: np.ndarray) -> np.ndarray:
+    """skbs.copy(), as one block copy of the records (a structured copy goes field by field)."""
+    return skbs.view(np.dtype((np.void, skbs.dtype.itemsize))).copy().view(skbs.dtype)
+
+
 def _be16(head: np.ndarray, off: int) -> np.ndarray:
     return (head[:, off].astype(np.int64) << 8) | head[:, off + 1]
 
@@ -122,10 +131,14 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
     merged/flushed counts in NAPI_GRO_MERGED_<queue> / NAPI_GRO_FLUSHED_<queue>.
     """
     n = len(skbs)
-    counters[C.GRO_RECEIVED] += n
+    counters[_GRO_RECEIVED] += n
     if n == 0:
         return skbs[:0].copy()
     head = skbs["head"]
+    if not (head[:, 23] == IPPROTO_TCP).any():
+        # no TCP at all (e.g. a UDP-only batch): nothing can be a candidate, all GRO_NORMAL
+        counters[_GRO_NORMAL] += n
+        return _copy(skbs)
     lens = skbs["len"].astype(np.int64)
     iplen_all = lens - ETH_HLEN
     doff = (head[:, _TCP + 12] >> 4).astype(np.int64)
@@ -136,9 +149,9 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
             & (skbs["segs"] == 1) & (doff >= 5) & (payload_all >= 0))
     if cand.any():
         cand &= ipv4_csum_ok(head)
-    if not cand.any():                       # UDP-only / non-TCP batch: all GRO_NORMAL
-        counters[C.GRO_NORMAL] += n
-        return skbs.copy()
+    if not cand.any():                       # no GRO candidate: all GRO_NORMAL
+        counters[_GRO_NORMAL] += n
+        return _copy(skbs)
 
     ci = np.nonzero(cand)[0]
     ch = head[ci]

@@ -42,7 +42,7 @@ import numpy as np
 
 from emu.counters import MAX_SOURCES, NR_DROP, SRC_DELIVERED0, SRC_DROP0, C, Drop, count_per_source
 
-from .sock import SOCK_ENTRY, SocketTable, truesize_of
+from .sock import RX_BUF, SOCK_ENTRY, SocketTable, truesize_of
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
@@ -64,46 +64,118 @@ def _be16(head: np.ndarray, off) -> np.ndarray:
     return (head[rows, off].astype(np.uint32) << 8) | head[rows, off + 1]
 
 
-def _be32(head: np.ndarray, off: int) -> np.ndarray:
-    return ((head[:, off].astype(np.uint32) << 24) | (head[:, off + 1].astype(np.uint32) << 16)
-            | (head[:, off + 2].astype(np.uint32) << 8) | head[:, off + 3])
+# One view of an SKB record (emu.skb.SKB: 32-byte descriptor, then the head bytes) with the
+# header fields at fixed offsets (L4 fields for a 20-byte IP header): each field is one
+# strided view, read without shifts. Native-order fields are only compared with constants
+# written in wire order, or summed (the ones' complement sum is byte-order independent).
+_H = 32                                   # offset of "head" in an SKB record
+_HDR = np.dtype({
+    "names": ["len", "eth_type", "vi", "tot_len", "protocol", "saddr", "daddr",
+              "sport", "dport", "ulen", "tcp_flags", "w12", "iph5", "iph15"],
+    "formats": ["<u4", ">u2", "u1", ">u2", "u1", ">u4", ">u4",
+                ">u2", ">u2", ">u2", "u1", ("<u4", (3,)), ("<u2", (10,)), ("<u2", (30,))],
+    "offsets": [20, _H + 12, _H + 14, _H + 16, _H + 23, _H + 26, _H + 30,
+                _H + 34, _H + 36, _H + 38, _H + 47, _H + 12, _H + 14, _H + 14],
+    "itemsize": 160,
+})
+# head bytes 12..23 as three little-endian words: ethertype 0x0800, version/ihl 0x45 (then
+# tos, tot_len, id, frag_off, ttl: any), protocol UDP
+_W12_MASK = np.array([0x00FFFFFF, 0, 0xFF000000], dtype="<u4")
+_W12_UDP = np.array([0x00450008, 0, IPPROTO_UDP << 24], dtype="<u4")
+_w12_expect: dict[int, bytes] = {}
+
+_PUBLIC = frozenset(("ethertype", "is_ipv4", "version", "ihl", "hlen", "tot_len", "protocol",
+                     "saddr", "daddr", "sport", "dport", "tcp_flags", "udp_len", "hdr_err",
+                     "hdr_ok", "ip_len"))
+
+
+def _w12_udp(n: int) -> bytes:
+    b = _w12_expect.get(n)
+    if b is None:
+        b = np.broadcast_to(_W12_UDP, (n, 3)).tobytes()
+        if len(_w12_expect) < 512:
+            _w12_expect[n] = b
+    return b
+
+
+def _all_udp_ok(v: np.ndarray, n: int) -> bool:
+    """Every row an IPv4 (ihl 5) UDP datagram that passes ip_rcv_core and the UDP length
+    checks: ethertype, version/ihl, protocol, header checksum, skb->len >= tot_len >= 28,
+    8 <= ulen <= tot_len - 20 (skb->len >= 20 and >= ihl*4 follow)."""
+    if (v["w12"] & _W12_MASK).tobytes() != _w12_udp(n):
+        return False
+    # ip_fast_csum == 0  <=>  word sum != 0 (here the first byte is 0x45) and = 0 mod 0xFFFF
+    if (v["iph5"].sum(axis=1) % 0xFFFF).any():
+        return False
+    tot = v["tot_len"].astype(np.int64)
+    if (v["len"] - tot).min() < ETH_HLEN:
+        return False
+    ulen = v["ulen"]
+    return bool(ulen.min() >= 8 and (tot - ulen).min() >= 20)
 
 
 class Parsed:
-    """Per-skb header fields (numpy arrays of the batch's length)."""
+    """Per-skb header fields (numpy arrays of the batch's length).
+
+    ``fast`` is True when every skb is a valid IPv4 UDP datagram with a 20-byte header (see
+    _all_udp_ok); then only the views the UDP delivery needs are prepared, and the public
+    fields are computed (by the general path) the first time one is read.
+    """
 
     __slots__ = ("ethertype", "is_ipv4", "version", "ihl", "hlen", "tot_len", "protocol",
                  "saddr", "daddr", "sport", "dport", "tcp_flags", "udp_len", "hdr_err",
-                 "hdr_ok", "ip_len")
+                 "hdr_ok", "ip_len", "fast", "_skbs", "_v")
+
+    def __getattr__(self, name):
+        if name in _PUBLIC and self.fast:
+            _parse_all(self, self._skbs, self._v)
+            return object.__getattribute__(self, name)
+        raise AttributeError(name)
 
     def __len__(self) -> int:
-        return int(self.ethertype.shape[0])
+        return int(self._skbs.shape[0])
 
 
 def parse(skbs: np.ndarray) -> Parsed:
     """Read Ethernet, IPv4 and UDP/TCP headers from the skbs' head bytes; run ip_rcv_core's checks."""
-    head = skbs["head"]
-    n = head.shape[0]
     p = Parsed()
-    p.ethertype = _be16(head, 12).astype(np.uint16)
-    p.is_ipv4 = p.ethertype == ETH_P_IP
-    vi = head[:, IP_OFF]
-    p.version = (vi >> 4).astype(np.uint8)
-    p.ihl = (vi & 0x0F).astype(np.uint8)
-    p.hlen = p.ihl.astype(np.int64) * 4
-    p.tot_len = _be16(head, IP_OFF + 2).astype(np.uint16)
-    p.protocol = head[:, IP_OFF + 9].copy()
-    p.saddr = _be32(head, IP_OFF + 12)
-    p.daddr = _be32(head, IP_OFF + 16)
-    p.ip_len = skbs["len"].astype(np.int64) - ETH_HLEN      # skb->len after eth_type_trans
+    p._skbs = skbs
+    v = p._v = skbs.view(_HDR)
+    n = skbs.shape[0]
+    if n and _all_udp_ok(v, n):
+        p.fast = True
+        return p
+    p.fast = False
+    _parse_all(p, skbs, v)
+    return p
 
-    # ip_fast_csum over ihl 32-bit words (at most 60 bytes: all inside the head)
-    words = (head[:, IP_OFF:IP_OFF + 60:2].astype(np.uint32) << 8) | head[:, IP_OFF + 1:IP_OFF + 60:2]
-    used = np.arange(30) < (p.ihl.astype(np.int64) * 2)[:, None]
-    s = np.where(used, words, 0).sum(axis=1, dtype=np.uint64)
-    s = (s & 0xFFFF) + (s >> np.uint64(16))
-    s = (s & 0xFFFF) + (s >> np.uint64(16))
-    csum_ok = s == 0xFFFF
+
+def _parse_all(p: Parsed, skbs: np.ndarray, v: np.ndarray) -> None:
+    """The general path: every field, every ip_rcv_core check in the kernel's order."""
+    p.fast = False
+    n = skbs.shape[0]
+    p.ethertype = v["eth_type"].astype(np.uint16)
+    p.is_ipv4 = p.ethertype == ETH_P_IP
+    vi = v["vi"]
+    p.version = vi >> 4
+    p.ihl = vi & 0x0F
+    ihl5 = bool((p.ihl == 5).all())
+    p.hlen = p.ihl.astype(np.int64) * 4
+    p.tot_len = v["tot_len"].astype(np.uint16)
+    p.protocol = v["protocol"].copy()
+    p.saddr = v["saddr"].astype(np.uint32)
+    p.daddr = v["daddr"].astype(np.uint32)
+    p.ip_len = v["len"].astype(np.int64) - ETH_HLEN      # skb->len after eth_type_trans
+
+    # ip_fast_csum over ihl 32-bit words (at most 60 bytes: all inside the head), summed in
+    # host order: the folded ones' complement sum is 0xFFFF iff the plain sum is non-zero and
+    # a multiple of 0xFFFF, in either byte order
+    if ihl5:
+        s = v["iph5"].sum(axis=1)
+    else:
+        used = np.arange(30) < (p.ihl.astype(np.int64) * 2)[:, None]
+        s = np.where(used, v["iph15"], 0).sum(axis=1)
+    csum_ok = (s % 0xFFFF == 0) & (s != 0)
 
     tot = p.tot_len.astype(np.int64)
     err = np.full(n, HDR_OK, dtype=np.uint8)
@@ -115,20 +187,26 @@ def parse(skbs: np.ndarray) -> Parsed:
                        (p.ip_len < tot, HDR_TRUNC),
                        (tot < p.hlen, HDR_ERR)):
         hit = pending & cond
-        err[hit] = code
-        pending &= ~hit
+        if hit.any():
+            err[hit] = code
+            pending &= ~hit
     p.hdr_err = err
     p.hdr_ok = p.is_ipv4 & (err == HDR_OK)
 
-    l4 = IP_OFF + np.clip(p.hlen, 0, 60)
-    l4_ok = p.hdr_ok & ((p.protocol == IPPROTO_UDP) | (p.protocol == IPPROTO_TCP))
-    p.sport = np.where(l4_ok, _be16(head, l4), 0).astype(np.uint16)
-    p.dport = np.where(l4_ok, _be16(head, l4 + 2), 0).astype(np.uint16)
     is_tcp = p.hdr_ok & (p.protocol == IPPROTO_TCP)
     is_udp = p.hdr_ok & (p.protocol == IPPROTO_UDP)
-    p.tcp_flags = np.where(is_tcp, head[np.arange(n), l4 + 13], 0).astype(np.uint8)
-    p.udp_len = np.where(is_udp, _be16(head, l4 + 4), 0).astype(np.uint16)
-    return p
+    l4_ok = is_tcp | is_udp
+    if ihl5:
+        sport, dport, tcp_flags, ulen = v["sport"], v["dport"], v["tcp_flags"], v["ulen"]
+    else:
+        head = skbs["head"]
+        l4 = IP_OFF + np.clip(p.hlen, 0, 60)
+        sport, dport = _be16(head, l4), _be16(head, l4 + 2)
+        tcp_flags, ulen = head[np.arange(n), l4 + 13], _be16(head, l4 + 4)
+    p.sport = np.where(l4_ok, sport, 0).astype(np.uint16)
+    p.dport = np.where(l4_ok, dport, 0).astype(np.uint16)
+    p.tcp_flags = np.where(is_tcp, tcp_flags, 0).astype(np.uint8)
+    p.udp_len = np.where(is_udp, ulen, 0).astype(np.uint16)
 
 
 class DeliverResult:
@@ -150,10 +228,34 @@ class DeliverResult:
         return self.queued + self.consumed
 
 
+# counter slots as plain ints (an IntEnum index costs a conversion per use)
+_RX_DROPPED = int(C.RX_DROPPED)
+_IP_IN_RECEIVES = int(C.IP_IN_RECEIVES)
+_IP_IN_HDR_ERRORS = int(C.IP_IN_HDR_ERRORS)
+_IP_IN_UNKNOWN_PROTOS = int(C.IP_IN_UNKNOWN_PROTOS)
+_IP_IN_DELIVERS = int(C.IP_IN_DELIVERS)
+_TCP_IN_SEGS = int(C.TCP_IN_SEGS)
+_UDP_IN_ERRORS = int(C.UDP_IN_ERRORS)
+_UDP_NO_PORTS = int(C.UDP_NO_PORTS)
+_UDP_RCVBUF_ERRORS = int(C.UDP_RCVBUF_ERRORS)
+_D_NOHANDLER = int(Drop.NOHANDLER)
+_D_IP_HDR = int(Drop.IP_HDR)
+_D_NOPORTS = int(Drop.NOPORTS)
+_D_RCVBUF = int(Drop.RCVBUF)
+_SRC_DELIVERED0 = int(SRC_DELIVERED0)
+_SRC_DROP0 = int(SRC_DROP0)
+
+_SKB_SIZE = 160
+_V_SKB = np.dtype(f"V{_SKB_SIZE}")
+_V_ENTRY = np.dtype(f"V{SOCK_ENTRY.itemsize}")
+_TRUESIZE_SMALL = int(truesize_of(np.array([RX_BUF]))[0])   # every frame of <= RX_BUF bytes
+
+
 def _drop(res: DeliverResult, counters: np.ndarray, reason: int, skbs: np.ndarray) -> None:
+    """skbs (or socket entries: both carry src and segs) dropped for reason."""
     if skbs.shape[0]:
         res.dropped[reason] += skbs.shape[0]
-        count_per_source(counters, SRC_DROP0 + reason * MAX_SOURCES, skbs)
+        count_per_source(counters, _SRC_DROP0 + reason * MAX_SOURCES, skbs)
 
 
 def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
@@ -164,19 +266,28 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
     if n == 0:
         return res
 
+    if parsed.fast:
+        # every skb a valid IPv4/UDP datagram (no ptype, ip_rcv_core or UDP length drop)
+        res.ip = res.udp = n
+        counters[_IP_IN_RECEIVES] += n
+        v = parsed._v
+        _udp_to_sockets(skbs, v["dport"], v["saddr"], v["sport"], counters, socks, res)
+        counters[_IP_IN_DELIVERS] += n
+        return res
+
     # ptype dispatch: only ETH_P_IP has a handler
     non_ip = ~parsed.is_ipv4
     k = int(non_ip.sum())
     if k:
-        counters[C.RX_DROPPED] += k
-        _drop(res, counters, Drop.NOHANDLER, skbs[non_ip])
+        counters[_RX_DROPPED] += k
+        _drop(res, counters, _D_NOHANDLER, skbs[non_ip])
     ip = parsed.is_ipv4
     res.ip = n - k
     if not res.ip:
         return res
 
     # ip_rcv_core
-    counters[C.IP_IN_RECEIVES] += res.ip
+    counters[_IP_IN_RECEIVES] += res.ip
     err = parsed.hdr_err
     bad = ip & ~parsed.hdr_ok
     if bad.any():
@@ -184,12 +295,12 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
         n_csum = int((err == HDR_CSUM).sum())
         n_trunc = int((err == HDR_TRUNC).sum())
         if n_hdr:
-            counters[C.IP_IN_HDR_ERRORS] += n_hdr
+            counters[_IP_IN_HDR_ERRORS] += n_hdr
         if n_csum and _IP_IN_CSUM_ERRORS is not None:
             counters[_IP_IN_CSUM_ERRORS] += n_csum
         if n_trunc and _IP_IN_TRUNCATED is not None:
             counters[_IP_IN_TRUNCATED] += n_trunc
-        _drop(res, counters, Drop.IP_HDR, skbs[bad])
+        _drop(res, counters, _D_IP_HDR, skbs[bad])
 
     # ip_local_deliver -> ip_protocol_deliver_rcu
     good = parsed.hdr_ok
@@ -199,14 +310,14 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
     unknown = good & ~is_tcp & ~is_udp
     k = int(unknown.sum())
     if k:
-        counters[C.IP_IN_UNKNOWN_PROTOS] += k
-        _drop(res, counters, Drop.NOHANDLER, skbs[unknown])
+        counters[_IP_IN_UNKNOWN_PROTOS] += k
+        _drop(res, counters, _D_NOHANDLER, skbs[unknown])
 
     res.tcp = int(is_tcp.sum())
     if res.tcp:
         tcp = skbs[is_tcp]
-        counters[C.TCP_IN_SEGS] += res.tcp
-        count_per_source(counters, SRC_DELIVERED0, tcp)
+        counters[_TCP_IN_SEGS] += res.tcp
+        count_per_source(counters, _SRC_DELIVERED0, tcp)
         res.consumed += res.tcp
 
     res.udp = int(is_udp.sum())
@@ -215,7 +326,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
 
     delivers = res.tcp + res.udp
     if delivers:
-        counters[C.IP_IN_DELIVERS] += delivers
+        counters[_IP_IN_DELIVERS] += delivers
     return res
 
 
@@ -226,43 +337,82 @@ def _udp_rcv(skbs, parsed, is_udp, counters, socks, res) -> None:
     short = is_udp & ((l4_len < 8) | (ulen > l4_len) | (ulen < 8))
     k = int(short.sum())
     if k:
-        counters[C.UDP_IN_ERRORS] += k
-        _drop(res, counters, Drop.IP_HDR, skbs[short])
+        counters[_UDP_IN_ERRORS] += k
+        _drop(res, counters, _D_IP_HDR, skbs[short])
     ok = is_udp & ~short
     if not ok.any():
         return
-
-    sel = np.flatnonzero(ok)
-    if socks is None or len(socks) == 0:
-        sidx = np.full(sel.shape[0], -1, dtype=np.int32)
-    else:
-        sidx = socks.lookup(parsed.dport[sel], parsed.saddr[sel], parsed.sport[sel])
-    none = sidx < 0
-    k = int(none.sum())
-    if k:
-        counters[C.UDP_NO_PORTS] += k
-        _drop(res, counters, Drop.NOPORTS, skbs[sel[none]])
-    if k == sel.shape[0]:
+    if k == 0 and res.udp == skbs.shape[0]:
+        _udp_to_sockets(skbs, parsed.dport, parsed.saddr, parsed.sport, counters, socks, res)
         return
+    sel = np.flatnonzero(ok)
+    _udp_to_sockets(skbs[sel], parsed.dport[sel], parsed.saddr[sel], parsed.sport[sel],
+                    counters, socks, res)
 
-    for si in np.unique(sidx[~none]):
-        rows = sel[sidx == si]
-        sk_skbs = skbs[rows]
-        entries = np.zeros(rows.shape[0], dtype=SOCK_ENTRY)
-        entries["seq"] = sk_skbs["seq"]
-        entries["len"] = sk_skbs["len"]
-        entries["truesize"] = truesize_of(sk_skbs["len"])
-        entries["hash"] = sk_skbs["hash"]
-        entries["src"] = sk_skbs["src"]
-        entries["segs"] = sk_skbs["segs"]
-        sock = socks.sockets[int(si)]
-        accepted, woke = sock.enqueue_mask(entries)
-        n_acc = int(accepted.sum())
+
+def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
+    """Socket lookup and __udp_queue_rcv_skb for UDP skbs that passed every header check.
+
+    The socket entries are built once for the whole batch and, when more than one socket is
+    involved, put in socket order by one stable sort (each socket sees its skbs in order).
+    """
+    n = skbs.shape[0]
+    if socks is None or len(socks) == 0:
+        counters[_UDP_NO_PORTS] += n
+        _drop(res, counters, _D_NOPORTS, skbs)
+        return
+    sidx = socks.lookup(dport, saddr, sport)
+
+    lens = skbs["len"]
+    entries = np.zeros(n, dtype=SOCK_ENTRY)
+    entries["seq"] = skbs["seq"]
+    entries["len"] = lens
+    uniform = int(lens.max()) <= RX_BUF
+    if uniform:
+        entries["truesize"] = _TRUESIZE_SMALL
+    else:
+        entries["truesize"] = truesize_of(lens)
+    entries["hash"] = skbs["hash"]
+    entries["src"] = skbs["src"]
+    entries["segs"] = skbs["segs"]
+
+    s0 = int(sidx[0])
+    if (sidx == s0).all():
+        groups = ((s0, 0, n),)
+    else:
+        counts = np.bincount(sidx + 1, minlength=len(socks) + 1).tolist()
+        order = np.argsort(sidx, kind="stable")
+        entries = entries.view(_V_ENTRY)[order].view(SOCK_ENTRY)
+        groups = []
+        at = counts[0]
+        if at:
+            groups.append((-1, 0, at))
+        for si in range(len(counts) - 1):
+            c = counts[si + 1]
+            if c:
+                groups.append((si, at, at + c))
+                at += c
+
+    sockets = socks.sockets
+    for si, a, b in groups:
+        sk_entries = entries[a:b]
+        if si < 0:
+            counters[_UDP_NO_PORTS] += b - a
+            _drop(res, counters, _D_NOPORTS, sk_entries)
+            continue
+        sock = sockets[si]
+        if uniform:
+            n_acc, woke = sock.enqueue_uniform(sk_entries, _TRUESIZE_SMALL)
+            rejected = sk_entries[n_acc:]
+        else:
+            accepted, woke = sock.enqueue_mask(sk_entries)
+            n_acc = int(accepted.sum())
+            rejected = sk_entries[~accepted]
         res.queued += n_acc
-        n_drop = rows.shape[0] - n_acc
+        n_drop = (b - a) - n_acc
         if n_drop:
-            counters[C.UDP_RCVBUF_ERRORS] += n_drop
-            counters[C.UDP_IN_ERRORS] += n_drop
-            _drop(res, counters, Drop.RCVBUF, sk_skbs[~accepted])
+            counters[_UDP_RCVBUF_ERRORS] += n_drop
+            counters[_UDP_IN_ERRORS] += n_drop
+            _drop(res, counters, _D_RCVBUF, rejected)
         if woke:
-            res.woken.append((int(si), sock.reader_cpu))
+            res.woken.append((si, sock.reader_cpu))

@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from emu.counters import SRC_DELIVERED0, C, count_per_source
-from emu.ring import Ring
+from emu.ring import CONS, PROD, USER0, Ring
 
 from .rps import rps_cpu_mask
 
@@ -254,6 +254,46 @@ class UdpSocket:
             self.lock.release()
         return accept, bool(n_acc and was_empty)
 
+    def enqueue_uniform(self, entries: np.ndarray, size: int) -> tuple[int, bool]:
+        """enqueue_mask for entries that all have truesize ``size``: (accepted, woke).
+
+        With equal sizes the 6.18 rule accepts a prefix: after the first refusal the room
+        left is smaller than every later skb. So the accepted count is plain arithmetic.
+        """
+        n = entries.shape[0]
+        if n == 0:
+            return 0, False
+        ring = self.ring
+        hdr = ring.hdr
+        self.lock.acquire()
+        try:
+            if self.connected:
+                h = int(entries["hash"][-1])      # sock_rps_save_rxhash, last writer wins
+                if int(hdr[USER0 + U_RXHASH]) != h:
+                    hdr[USER0 + U_RXHASH] = h
+            rmem = int(hdr[USER0 + U_RMEM])
+            was_empty = int(hdr[PROD]) == int(hdr[CONS])
+            n_acc = 0
+            if rmem == 0 and self.rcvbuf <= (INT_MAX >> 1):
+                n_acc = 1                     # "Accept the packet if queue is empty."
+                rmem = size
+            fit = (self.rcvbuf - rmem) // size
+            if fit > 0:
+                fit = min(fit, n - n_acc)
+                n_acc += fit
+                rmem += fit * size
+            if n_acc:
+                pushed = ring.push(entries if n_acc == n else entries[:n_acc])
+                if pushed != n_acc:
+                    raise RuntimeError(f"socket ring of port {self.port} is too small "
+                                       f"({ring.capacity}) for rcvbuf {self.rcvbuf}")
+                hdr[USER0 + U_RMEM] = rmem
+            if n_acc < n:
+                hdr[USER0 + U_DROPS] = int(hdr[USER0 + U_DROPS]) + (n - n_acc)
+        finally:
+            self.lock.release()
+        return n_acc, bool(n_acc and was_empty)
+
     def enqueue(self, entries: np.ndarray) -> tuple[int, bool]:
         """(accepted count, first_was_empty): the queue was empty and now is not."""
         accept, woke = self.enqueue_mask(entries)
@@ -332,9 +372,14 @@ class SocketTable:
         compute_score: a connected socket matches only its peer and then outranks a wildcard
         socket of the same port; a non-matching connected socket is never chosen.
         """
+        if not self._connected:
+            d = np.asarray(dport)
+            if d.dtype.kind not in "iu":
+                d = d.astype(np.int64)
+            return self.port_map[d].astype(np.int32)
         dport = np.asarray(dport, dtype=np.int64)
         idx = self.port_map[dport].astype(np.int32)
-        if not self._connected or dport.size == 0:
+        if dport.size == 0:
             return idx
         cand = self.has_connected[dport]
         if not cand.any():
