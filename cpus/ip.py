@@ -84,6 +84,11 @@ _W12_MASK = np.array([0x00FFFFFF, 0, 0xFF000000], dtype="<u4")
 _W12_UDP = np.array([0x00450008, 0, IPPROTO_UDP << 24], dtype="<u4")
 _w12_expect: dict[int, bytes] = {}
 
+_count_nonzero = np.count_nonzero
+_add_reduce = np.add.reduce
+_min_reduce = np.minimum.reduce
+_max_reduce = np.maximum.reduce
+
 _PUBLIC = frozenset(("ethertype", "is_ipv4", "version", "ihl", "hlen", "tot_len", "protocol",
                      "saddr", "daddr", "sport", "dport", "tcp_flags", "udp_len", "hdr_err",
                      "hdr_ok", "ip_len"))
@@ -105,13 +110,13 @@ def _all_udp_ok(v: np.ndarray, n: int) -> bool:
     if (v["w12"] & _W12_MASK).tobytes() != _w12_udp(n):
         return False
     # ip_fast_csum == 0  <=>  word sum != 0 (here the first byte is 0x45) and = 0 mod 0xFFFF
-    if (v["iph5"].sum(axis=1) % 0xFFFF).any():
+    if _count_nonzero(_add_reduce(v["iph5"], axis=1) % 0xFFFF):
         return False
     tot = v["tot_len"].astype(np.int64)
-    if (v["len"] - tot).min() < ETH_HLEN:
+    if _min_reduce(v["len"] - tot) < ETH_HLEN:
         return False
-    ulen = v["ulen"]
-    return bool(ulen.min() >= 8 and (tot - ulen).min() >= 20)
+    ulen = v["ulen"].astype(np.int64)
+    return bool(_min_reduce(ulen) >= 8 and _min_reduce(tot - ulen) >= 20)
 
 
 class Parsed:
@@ -244,6 +249,7 @@ _D_NOPORTS = int(Drop.NOPORTS)
 _D_RCVBUF = int(Drop.RCVBUF)
 _SRC_DELIVERED0 = int(SRC_DELIVERED0)
 _SRC_DROP0 = int(SRC_DROP0)
+_SRC_DROP_RCVBUF = _SRC_DROP0 + _D_RCVBUF * MAX_SOURCES
 
 _SKB_SIZE = 160
 _V_SKB = np.dtype(f"V{_SKB_SIZE}")
@@ -367,7 +373,7 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
     entries = np.zeros(n, dtype=SOCK_ENTRY)
     entries["seq"] = skbs["seq"]
     entries["len"] = lens
-    uniform = int(lens.max()) <= RX_BUF
+    uniform = _max_reduce(lens) <= RX_BUF
     if uniform:
         entries["truesize"] = _TRUESIZE_SMALL
     else:
@@ -377,7 +383,7 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
     entries["segs"] = skbs["segs"]
 
     s0 = int(sidx[0])
-    if (sidx == s0).all():
+    if not _count_nonzero(sidx != s0):
         groups = ((s0, 0, n),)
     else:
         counts = np.bincount(sidx + 1, minlength=len(socks) + 1).tolist()
@@ -387,13 +393,14 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
         at = counts[0]
         if at:
             groups.append((-1, 0, at))
-        for si in range(len(counts) - 1):
-            c = counts[si + 1]
+        for si, c in enumerate(counts[1:]):
             if c:
                 groups.append((si, at, at + c))
                 at += c
 
     sockets = socks.sockets
+    rejected = []                       # (start, end) of refused runs (uniform sizes)
+    n_rej = 0
     for si, a, b in groups:
         sk_entries = entries[a:b]
         if si < 0:
@@ -403,16 +410,32 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
         sock = sockets[si]
         if uniform:
             n_acc, woke = sock.enqueue_uniform(sk_entries, _TRUESIZE_SMALL)
-            rejected = sk_entries[n_acc:]
+            if n_acc < b - a:
+                rejected.append((a + n_acc, b))
+                n_rej += b - a - n_acc
         else:
             accepted, woke = sock.enqueue_mask(sk_entries)
             n_acc = int(accepted.sum())
-            rejected = sk_entries[~accepted]
+            if n_acc < b - a:
+                n_drop = b - a - n_acc
+                counters[_UDP_RCVBUF_ERRORS] += n_drop
+                counters[_UDP_IN_ERRORS] += n_drop
+                _drop(res, counters, _D_RCVBUF, sk_entries[~accepted])
         res.queued += n_acc
-        n_drop = (b - a) - n_acc
-        if n_drop:
-            counters[_UDP_RCVBUF_ERRORS] += n_drop
-            counters[_UDP_IN_ERRORS] += n_drop
-            _drop(res, counters, _D_RCVBUF, rejected)
         if woke:
             res.woken.append((si, sock.reader_cpu))
+    if n_rej:
+        # the receive-buffer drops of every socket, counted per source at once
+        counters[_UDP_RCVBUF_ERRORS] += n_rej
+        counters[_UDP_IN_ERRORS] += n_rej
+        res.dropped[_D_RCVBUF] += n_rej
+        if len(rejected) == 1:
+            a, b = rejected[0]
+            src, segs = entries["src"][a:b], entries["segs"][a:b]
+        else:
+            sel = np.zeros(entries.shape[0], dtype=bool)
+            for a, b in rejected:
+                sel[a:b] = True
+            src, segs = entries["src"][sel], entries["segs"][sel]
+        per = np.bincount(src, weights=segs, minlength=MAX_SOURCES)
+        counters[_SRC_DROP_RCVBUF:_SRC_DROP_RCVBUF + MAX_SOURCES] += per[:MAX_SOURCES].astype(np.uint64)
