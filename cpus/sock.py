@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emu.counters import SRC_DELIVERED0, C, count_per_source
+from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
 from emu.ring import CONS, PROD, USER0, Ring
 
 from .rps import rps_cpu_mask
@@ -63,6 +63,11 @@ SOCK_ENTRY = np.dtype([
 assert SOCK_ENTRY.itemsize == 24
 
 U_RMEM, U_DROPS, U_RXHASH, U_DEFICIT, U_READER_Q = 0, 1, 2, 3, 4
+
+_RECVMSG_CALLS = int(C.RECVMSG_CALLS)
+_UDP_IN_DATAGRAMS = int(C.UDP_IN_DATAGRAMS)
+_USER_DATAGRAMS = int(C.USER_DATAGRAMS)
+_SRC_DELIVERED0 = int(SRC_DELIVERED0)
 
 # --- truesize ---------------------------------------------------------------------------
 # SKB_TRUESIZE(X) = X + SKB_DATA_ALIGN(sizeof(struct sk_buff))
@@ -148,13 +153,31 @@ def release_plan(sizes: np.ndarray, deficit: int, reader_q: int, rest: int,
 
     sizes: truesize of the skbs read, in order; deficit / reader_q: the reader's state before;
     rest: skbs still in the socket after them (they are spliced onto reader_queue at each
-    release). Loops once per release, not per skb.
+    release). Short reads loop over the skbs in Python; long ones once per release.
     """
     m = int(sizes.shape[0])
     if m == 0:
         return 0, deficit, reader_q
     if reader_q == 0:                   # __skb_recv_udp: splice sk_receive_queue, then dequeue
         reader_q = m + rest
+    if m > 32:
+        return _release_plan_vec(sizes, deficit, reader_q, rest, threshold)
+    released = 0                        # one dequeue at a time (cheaper when short)
+    k = m
+    for sz in sizes.tolist():
+        k -= 1
+        deficit += sz
+        reader_q -= 1
+        if deficit >= threshold or reader_q == 0:
+            released += deficit
+            deficit = 0
+            reader_q = k + rest         # skb_queue_splice_tail_init(sk_queue, reader_queue)
+    return released, deficit, reader_q
+
+
+def _release_plan_vec(sizes, deficit, reader_q, rest, threshold):
+    """release_plan with one vectorised search per release (reader_q already spliced)."""
+    m = int(sizes.shape[0])
     cs = np.cumsum(np.asarray(sizes, dtype=np.int64))
     released = 0
     i = 0
@@ -304,32 +327,35 @@ class UdpSocket:
                 sock_table: np.ndarray | None = None, ncpus: int = 1) -> tuple[np.ndarray, int]:
         """Read up to max_n datagrams: (entries, datagrams still queued)."""
         ring = self.ring
-        counters[C.RECVMSG_CALLS] += 1
+        hdr = ring.hdr
+        counters[_RECVMSG_CALLS] += 1
         if self.connected and sock_table is not None:
-            record_flow(sock_table, ring.user(U_RXHASH), cpu, ncpus)
+            record_flow(sock_table, int(hdr[USER0 + U_RXHASH]), cpu, ncpus)
         entries = ring.pop(max(0, int(max_n)))
         m = entries.shape[0]
-        rest = len(ring)
+        rest = int(hdr[PROD]) - int(hdr[CONS])
         if m == 0:
             return entries, rest
         sizes = entries["truesize"].astype(np.int64)
         if self.defer_release:
             released, deficit, reader_q = release_plan(
-                sizes, ring.user(U_DEFICIT), ring.user(U_READER_Q), rest, self.forward_threshold)
-            ring.set_user(U_DEFICIT, deficit)
-            ring.set_user(U_READER_Q, reader_q)
+                sizes, int(hdr[USER0 + U_DEFICIT]), int(hdr[USER0 + U_READER_Q]), rest,
+                self.forward_threshold)
+            hdr[USER0 + U_DEFICIT] = deficit
+            hdr[USER0 + U_READER_Q] = reader_q
         else:
             released = int(sizes.sum())
         if released:
             self.lock.acquire()             # the slots are already released: rmem >= queued
             try:
-                ring.set_user(U_RMEM, ring.user(U_RMEM) - released)
+                hdr[USER0 + U_RMEM] = int(hdr[USER0 + U_RMEM]) - released
             finally:
                 self.lock.release()
-        counters[C.UDP_IN_DATAGRAMS] += m
-        counters[C.USER_DATAGRAMS] += m
-        count_per_source(counters, SRC_DELIVERED0, entries)
-        return entries, len(ring)
+        counters[_UDP_IN_DATAGRAMS] += m
+        counters[_USER_DATAGRAMS] += m
+        per = np.bincount(entries["src"], weights=entries["segs"], minlength=MAX_SOURCES)
+        counters[_SRC_DELIVERED0:_SRC_DELIVERED0 + MAX_SOURCES] += per[:MAX_SOURCES].astype(np.uint64)
+        return entries, int(hdr[PROD]) - int(hdr[CONS])
 
 
 def record_flow(sock_table: np.ndarray, hash_: int, cpu: int, ncpus: int) -> None:
