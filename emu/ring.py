@@ -27,13 +27,15 @@ def ring_bytes(dtype: np.dtype, capacity: int) -> int:
 
 
 class Ring:
-    __slots__ = ("hdr", "slots", "capacity", "mask")
+    __slots__ = ("hdr", "slots", "raw", "capacity", "mask")
 
     def __init__(self, buf, dtype: np.dtype, capacity: int, offset: int = 0):
         if capacity <= 0 or capacity & (capacity - 1):
             raise ValueError(f"ring capacity must be a power of two (got {capacity})")
         self.hdr = np.ndarray((HEADER_BYTES // 8,), dtype="<u8", buffer=buf, offset=offset)
         self.slots = np.ndarray((capacity,), dtype=dtype, buffer=buf, offset=offset + HEADER_BYTES)
+        self.raw = np.ndarray((capacity, np.dtype(dtype).itemsize), dtype=np.uint8, buffer=buf,
+                              offset=offset + HEADER_BYTES)
         self.capacity = capacity
         self.mask = capacity - 1
 
@@ -66,9 +68,14 @@ class Ring:
             return 0
         start = prod & self.mask
         first = min(n, self.capacity - start)
-        self.slots[start:start + first] = batch[:first]
+        if batch.dtype == self.slots.dtype and batch.flags["C_CONTIGUOUS"]:
+            src = batch.view(np.uint8).reshape(len(batch), -1)   # raw bytes: faster
+            dst = self.raw
+        else:
+            src, dst = batch, self.slots
+        dst[start:start + first] = src[:first]
         if first < n:
-            self.slots[: n - first] = batch[first:n]
+            dst[: n - first] = src[first:n]
         self.hdr[PROD] = prod + n      # publish after the slots are written
         return n
 
@@ -81,12 +88,14 @@ class Ring:
             return self.slots[:0].copy()
         start = cons & self.mask
         first = min(n, self.capacity - start)
+        # Copy raw bytes, then view them as records: a structured .copy() is 2-3x slower.
+        raw = self.raw
         if first == n:
-            out = self.slots[start:start + n].copy()
+            out = raw[start:start + n].copy()
         else:
-            out = np.concatenate((self.slots[start:], self.slots[: n - first]))
+            out = np.concatenate((raw[start:], raw[: n - first]))
         self.hdr[CONS] = cons + n      # release after the slots are read
-        return out
+        return out.view(self.slots.dtype).reshape(n)
 
     def user(self, i: int) -> int:
         return int(self.hdr[USER0 + i])
