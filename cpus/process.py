@@ -87,10 +87,7 @@ def main(index: int, cfg_dict: dict, run_id: str, shm_name: str, locks: dict,
                 s.connect(endpoint(run_id, f"cpu{j}"))
                 peers[j] = s
         ctl = Control(ctx, run_id, role, parent_pid)
-        ctl.send(Msg.READY, {"pid": os.getpid()})
-        start = ctl.wait_for(Msg.START, 60.0)
-        time.sleep(max(0.0, (start["t0"] - time.monotonic_ns()) / 1e9))   # all begin at t0
-        clock = DilatedClock(start["t0"], cfg["run.tdf"], time.monotonic_ns)
+        clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
         cputime = CpuTime(clock, counters[T0:T0 + 7], wait=_sleep_until(clock),
                           slack=int(SLACK_REAL_NS / cfg["run.tdf"]))
         cpu = Cpu(index, cfg, cputime, counters, views.rx, views.backlogs,
@@ -104,8 +101,7 @@ def main(index: int, cfg_dict: dict, run_id: str, shm_name: str, locks: dict,
             import numpy as np
             np.save(os.path.join(cfg["run.run_dir"], f"seqs-cpu{index}.npy"),
                     np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.uint64))
-        ctl.send(Msg.STOPPED, {"now": cputime.now()})
-        ctl.wait_for(Msg.EXIT, 30.0)
+        ctl.finish(cputime.now())
     except Orphaned:
         return
     except SystemExit:

@@ -70,6 +70,18 @@ class Control:
             raise Orphaned(1)
         return None
 
+    def handshake(self, timeout_s: float = 60.0) -> int:
+        """Say READY, wait for START, sleep until its t0 (every child begins then); t0."""
+        self.send(Msg.READY, {"pid": os.getpid()})
+        t0 = self.wait_for(Msg.START, timeout_s)["t0"]
+        time.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
+        return t0
+
+    def finish(self, now: int, timeout_s: float = 30.0) -> None:
+        """Say STOPPED (counters are final), then wait for EXIT."""
+        self.send(Msg.STOPPED, {"now": now})
+        self.wait_for(Msg.EXIT, timeout_s)
+
     def wait_for(self, kind: Msg, timeout_s: float):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

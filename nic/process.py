@@ -13,7 +13,6 @@ DMA time rather than by the driver at clean time.
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 
@@ -59,13 +58,9 @@ def main(cfg_dict: dict, run_id: str, shm_name: str, parent_pid: int) -> None:
             pushes[c] = s
         irq_msg = [pack(run_id, Msg.IRQ, q) for q in range(nqueues)]
         ctl = Control(ctx, run_id, "nic", parent_pid)
-        ctl.send(Msg.READY, {"pid": os.getpid()})
-        start = ctl.wait_for(Msg.START, 60.0)
-        time.sleep(max(0.0, (start["t0"] - time.monotonic_ns()) / 1e9))   # all begin at t0
-        clock = DilatedClock(start["t0"], cfg["run.tdf"], time.monotonic_ns)
+        clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
         _run(clock, views, sources, coal, target, pushes, irq_msg, ctl)
-        ctl.send(Msg.STOPPED, {"now": clock.now()})
-        ctl.wait_for(Msg.EXIT, 30.0)
+        ctl.finish(clock.now())
     except Orphaned:
         return
     except SystemExit:
