@@ -12,7 +12,10 @@ backlog NAPI's poll).
 Deviation: the kernel enqueues one skb at a time; here a batch of skbs for one target is
 enqueued under one lock hold. The per-skb rules (the max + 1 capacity, the flow limit's
 history, when the backlog NAPI is scheduled) are applied in order inside that hold, so every
-counter moves as it would for the same skbs one by one.
+counter moves as it would for the same skbs one by one, for one target. A poll that steers
+to several targets enqueues them target by target: when the enqueuing CPU's flow-limit table
+is active for two targets at once, its history sees their skbs grouped by target rather than
+interleaved in arrival order.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emu.counters import C, Drop, count_per_source, src_drop
+from emu.counters import NET_RX_SOFTIRQ, C, Drop, count_per_source, src_drop
 from emu.ring import Ring
 
 from .napi import NAPI_STATE_SCHED, NAPI_STATE_THREADED, Napi
@@ -183,7 +186,7 @@ def napi_schedule_rps(cpu: "Cpu", target: Backlog) -> None:
     if target.cpu not in cpu.sd.rps_ipi_list:
         cpu.sd.rps_ipi_list.append(target.cpu)
     if not cpu.sd.in_net_rx_action:
-        cpu.softirq.raise_softirq(3)     # NET_RX, to get the IPIs sent (net_rps_action)
+        cpu.softirq.raise_irqoff(NET_RX_SOFTIRQ)   # __raise_softirq_irqoff: gets the IPIs sent
 
 
 def process_backlog(cpu: "Cpu", napi: Napi, quota: int) -> int:

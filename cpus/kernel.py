@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from emu.clock import HARDIRQ, SOFTIRQ, SYSTEM, USER, CpuTime, jiffies
+from emu.clock import HARDIRQ, KSOFTIRQD, SOFTIRQ, SYSTEM, USER, CpuTime, jiffies
 from emu.config import Config
 from emu.counters import IRQ0, NET_RX_SOFTIRQ, C
 from emu.ring import Ring
@@ -231,13 +231,28 @@ class Cpu:
         cpus, slots = get_rps_cpu(skbs, rxq, self.sock_table, self.heads, self.ncpus,
                                   self.hash_seed)
         local = cpus < 0
+        ft = rxq.flow_table
+        saved = []
+        # As netif_receive_skb_list_internal: steered skbs are enqueued first, the rest are
+        # delivered here afterwards.
+        for target in np.unique(cpus[~local]):
+            idx = np.nonzero(cpus == target)[0]
+            accepted, qtails = bl.enqueue_to_backlog(self, skbs[idx], self.backlogs[int(target)])
+            if ft is not None and len(qtails):
+                saved.append((idx[accepted], qtails, int(target)))
+        if saved:
+            # Store each skb's tail in skb order, and only into a slot that still points at
+            # the CPU the skb went to, so last_qtail always counts in that CPU's queue.
+            idx = np.concatenate([s[0] for s in saved])
+            tails = np.concatenate([s[1] for s in saved])
+            tgt = np.concatenate([np.full(len(s[0]), s[2]) for s in saved])
+            order = np.argsort(idx, kind="stable")
+            sl, tails, tgt = slots[idx][order], tails[order], tgt[order]
+            ok = sl >= 0
+            ok[ok] = ft["cpu"][sl[ok]] == tgt[ok]
+            save_qtail(ft, sl[ok], tails[ok])
         if local.any():
             self.deliver(skbs[local])
-        for target in np.unique(cpus[~local]):
-            sel = cpus == target
-            accepted, qtails = bl.enqueue_to_backlog(self, skbs[sel], self.backlogs[int(target)])
-            if rxq.flow_table is not None and len(qtails):
-                save_qtail(rxq.flow_table, slots[sel][accepted], qtails)
 
     def deliver(self, skbs: np.ndarray) -> None:
         """__netif_receive_skb: count processed, then IPv4 / UDP / TCP delivery."""
@@ -287,12 +302,18 @@ class Cpu:
             self.prev_task = task
         if task is None:
             return False
-        t0 = self.time.now()
+        # The task's clock excludes interrupt time (IRQ_TIME_ACCOUNTING); ksoftirqd's own
+        # softirq work is its run time.
+        acct = self.time.acct
         if task is self.ksoftirqd:
+            t0 = int(acct[KSOFTIRQD])
             self.run_ksoftirqd()
+            ran = int(acct[KSOFTIRQD]) - t0
         else:
+            t0 = int(acct[USER]) + int(acct[SYSTEM])
             self.run_user()
-        self.sched.account(task, self.time.now() - t0)
+            ran = int(acct[USER]) + int(acct[SYSTEM]) - t0
+        self.sched.account(task, ran)
         return True
 
     def run_ksoftirqd(self) -> None:

@@ -148,9 +148,11 @@ def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: s
             msg = ctl.poll(0)
             if msg is not None and msg[0] in (Msg.STOP, Msg.EXIT):
                 break
+        before = cputime.now()
         irq_point()
         ran = cpu.schedule()
-        cputime.sync(busy=ran)
+        # Interrupt work with no task after it still made the CPU busy: a lag is steal.
+        cputime.sync(busy=ran or cputime.now() != before)
         counters[C.NOW] = cputime.now()
         counters[C.LOOPS] += 1
         if cputime.worst_lag > counters[C.WORST_LAG]:

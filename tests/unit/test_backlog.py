@@ -145,3 +145,32 @@ def test_flow_limit_fast_path_matches_per_packet_rule():
     assert acc.all()                                   # below half full: never consulted
     assert h.cpus[0].flow_limit.count == 0
     assert np.all(h.backlogs[1].ring.pop(300)["seq"] == np.arange(300))
+
+
+def test_rfs_last_qtail_counts_in_the_slots_own_cpu():
+    sets = ["net.core.rps_sock_flow_entries=64"]
+    sets += [f"sys.class.net.eth0.queues.rx-{q}.rps_flow_cnt=1" for q in range(4)]
+    src = dict(UDP, flows=2)
+    h = host(sets=sets, sources=[src])
+    cpu0 = h.cpus[0]
+    skbs = h.frames(0, 40)
+    q = 0
+    skbs["queue"] = q
+    hashes = cpu0.skb_get_hash(skbs)
+    table = h.sock_table
+    mask = 3                                       # rps_cpu_mask for 4 CPUs
+    last = int(hashes[-1])
+    other = next(int(x) for x in hashes if int(x) != last)
+    # the last skb's flow is read on CPU 1, the other on CPU 2: the slot ends on CPU 1,
+    # while CPU 2 (enqueued after CPU 1 when grouped by target) has the larger tails
+    for hsh, want in ((last, 1), (other, 2)):
+        table[hsh & (len(table) - 1)] = (hsh & ~mask) | want
+    enqueue_to_backlog(h.cpus[3], h.frames(0, 200), h.backlogs[2])   # CPU 2's tails start at 200
+    before = {c: h.backlogs[c].tail for c in (1, 2)}
+    cpu0.netif_receive_skb_list(skbs, q)
+    ft = h.flow_tables[q]
+    cur = int(ft["cpu"][0])
+    assert cur in (1, 2)
+    # last_qtail is a tail this batch produced on the CPU the slot names
+    assert before[cur] < int(ft["last_qtail"][0]) <= h.backlogs[cur].tail
+    assert sum(len(h.backlogs[c].ring) for c in (1, 2)) == 240
