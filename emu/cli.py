@@ -68,7 +68,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override one key (repeatable); see below")
     p.add_argument("--cpus", type=int, help="emulated CPUs (run.cpus, default 4)")
     p.add_argument("--duration", type=float, help="wall-clock seconds of traffic (run.duration, default 5)")
-    p.add_argument("--tdf", type=float, help="time dilation factor (run.tdf, default 50)")
+    p.add_argument("--tdf", type=float, help="time dilation factor (run.tdf, default 100)")
     p.add_argument("--seed", type=int, help="run seed (run.seed)")
 
 
