@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
-from emu.skb import HEAD
+from emu.skb import HEAD, SKB
 
 from .rss import ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP, Rss
 
@@ -248,48 +249,106 @@ def flow_templates(src_cfg: dict, flow_count: int, seed: int, source_index: int,
                  FlowState(next_id, next_seq), frame_len, payload)
 
 
-def _rank_in_flow(flow_idx: np.ndarray) -> np.ndarray:
-    """For each frame, how many earlier frames of the batch belong to its flow."""
-    n = flow_idx.shape[0]
-    order = np.argsort(flow_idx, kind="stable")
-    sorted_f = flow_idx[order]
-    starts = np.r_[0, np.nonzero(np.diff(sorted_f))[0] + 1] if n else np.zeros(0, np.intp)
-    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - group_start
-    return rank
+# SKB record layout (emu.skb.SKB), as word offsets into views of one 160-byte record
+_W64_SEQ, _W64_TS = 0, 1              # u64 words
+_W32_HASH, _W32_LEN = 4, 5            # u32 words
+_W16_SEGS = 12                        # u16 word
+_B_QUEUE, _B_L4, _B_SRC, _B_SW, _B_HEAD = 26, 27, 28, 29, 32
+_IP = ETH_HLEN
+
+
+@njit(cache=True, nogil=True)
+def _build(heads, flow_hash, flow_l4, flow_queue, next_id, next_seq, tcp, payload_len,
+           frame_len, src_index, ts, flow, seqs, seq0, keep, out8, out16, out32, out64):
+    """Frames in sending order: advance each flow's sender state for every frame, write the
+    kept ones as SKB records (rows of out*). Returns the number written."""
+    j = 0
+    hl = heads.shape[1]
+    for i in range(flow.shape[0]):
+        f = flow[i]
+        ip_id = np.uint32(next_id[f])
+        next_id[f] = (ip_id + 1) & 0xFFFF
+        tseq = np.uint64(next_seq[f])
+        if tcp:
+            next_seq[f] = (tseq + payload_len) & 0xFFFFFFFF
+        if keep.shape[0] and not keep[i]:
+            continue
+        row = out8[j]
+        for b in range(hl):
+            row[_B_HEAD + b] = heads[f, b]
+        h = _B_HEAD + _IP
+        row[h + 4] = ip_id >> 8
+        row[h + 5] = ip_id & 0xFF
+        if tcp:
+            for b in range(4):
+                row[_B_HEAD + L4_OFF + 4 + b] = (tseq >> (24 - 8 * b)) & 0xFF
+        # ip_fast_csum over the 20-byte header with the checksum field taken as 0
+        row[h + 10] = 0
+        row[h + 11] = 0
+        acc = np.uint32(0)
+        for w in range(10):
+            acc += (np.uint32(row[h + 2 * w]) << 8) | row[h + 2 * w + 1]
+        acc = (acc & 0xFFFF) + (acc >> 16)
+        acc = (acc & 0xFFFF) + (acc >> 16)
+        csum = ~acc & 0xFFFF
+        row[h + 10] = csum >> 8
+        row[h + 11] = csum & 0xFF
+        out64[j, _W64_SEQ] = seqs[i] if seqs.shape[0] else seq0 + i
+        out64[j, _W64_TS] = ts[i]
+        out32[j, _W32_HASH] = flow_hash[f]
+        out32[j, _W32_LEN] = frame_len
+        out16[j, _W16_SEGS] = 1
+        out8[j, _B_QUEUE] = flow_queue[f]
+        out8[j, _B_L4] = flow_l4[f]
+        out8[j, _B_SRC] = src_index
+        for b in range(_B_SW, _B_HEAD):
+            out8[j, b] = 0
+        j += 1
+    return j
+
+
+_NONE_U64 = np.zeros(0, dtype=np.uint64)
+_NONE_BOOL = np.zeros(0, dtype=np.bool_)
+
+
+def build(flows: Flows, flow_idx: np.ndarray, ts: np.ndarray | None = None, seq0=0,
+          keep: np.ndarray | None = None, state: FlowState | None = None,
+          flow_hash: np.ndarray | None = None, flow_l4: np.ndarray | None = None,
+          flow_queue: np.ndarray | None = None, src_index: int = 0) -> np.ndarray:
+    """SKB records (emu.skb.SKB) for a batch of frames of one source, in sending order.
+
+    flow_idx gives each frame's flow. Per flow the IPv4 id grows by one and the TCP sequence
+    number by the payload length per frame, so a flow's segments are contiguous across
+    batches; state is the sender state to use and advance (default flows.state). With
+    ``keep`` (a bool mask) only the kept frames are built, but every frame consumes its id
+    and sequence space: the NIC drops frames that were sent. seq0 is the first NIC sequence
+    number (consecutive after it) or one per frame. The hash, L4-hash flag and queue fields
+    come from the per-flow arrays when given (0 otherwise).
+    """
+    st = flows.state if state is None else state
+    fi = np.ascontiguousarray(flow_idx, dtype=np.intp)
+    n = fi.shape[0]
+    k = _NONE_BOOL if keep is None else np.ascontiguousarray(keep, dtype=np.bool_)
+    m = n if keep is None else int(np.count_nonzero(k))
+    out = np.empty(m, dtype=SKB)
+    raw = out.view(np.uint8).reshape(m, SKB.itemsize)
+    nflows = len(flows)
+    zeros32 = np.zeros(nflows, dtype=np.uint32)
+    zeros8 = np.zeros(nflows, dtype=np.uint8)
+    if isinstance(seq0, np.ndarray):
+        seqs, s0 = np.ascontiguousarray(seq0, dtype=np.uint64), 0
+    else:
+        seqs, s0 = _NONE_U64, int(seq0)
+    t = np.zeros(n, dtype=np.uint64) if ts is None else np.ascontiguousarray(ts, dtype=np.uint64)
+    _build(flows.heads, zeros32 if flow_hash is None else flow_hash,
+           zeros8 if flow_l4 is None else flow_l4, zeros8 if flow_queue is None else flow_queue,
+           st.next_id, st.next_seq, bool(flows.proto[0] == IPPROTO_TCP),
+           np.uint64(flows.payload_len), flows.frame_len, src_index, t, fi, seqs, np.uint64(s0),
+           k, raw, raw.view(np.uint16), raw.view(np.uint32), raw.view(np.uint64))
+    return out
 
 
 def stamp(flows: Flows, flow_idx: np.ndarray, counters: FlowState | None = None,
           keep: np.ndarray | None = None) -> np.ndarray:
-    """The head bytes of a batch of frames, in batch order; uint8 [n, HEAD].
-
-    flow_idx gives each frame's flow, frames in sending order. counters is the sender state
-    to use and advance (default: flows.state); per flow the IPv4 id grows by one and the TCP
-    sequence number by the payload length per frame, so a flow's segments are contiguous
-    across batches. With ``keep`` (a bool mask) only the kept frames are built, but every
-    frame consumes its id and sequence space: the NIC drops frames that were sent.
-    """
-    st = flows.state if counters is None else counters
-    fi_all = np.asarray(flow_idx, dtype=np.intp)
-    rank = _rank_in_flow(fi_all) if fi_all.size else np.zeros(0, dtype=np.int64)
-    fi = fi_all if keep is None else fi_all[keep]
-    if keep is not None:
-        rank = rank[keep]
-    out = flows.heads[fi]
-    if fi_all.size == 0:
-        return out
-    ip = ETH_HLEN
-    ids = (st.next_id[fi].astype(np.int64) + rank) & 0xFFFF
-    _put16(out, ip + 4, ids)
-    out[:, ip + 10:ip + 12] = 0
-    _put16(out, ip + 10, ipv4_checksum(out[:, ip:ip + IPH_LEN]))
-    counts = np.bincount(fi_all, minlength=len(flows)).astype(np.uint64)
-    st.next_id[:] = ((st.next_id.astype(np.uint64) + counts) & np.uint64(0xFFFF)).astype(np.uint16)
-    if flows.proto[0] == IPPROTO_TCP:
-        pl = np.uint64(flows.payload_len)
-        seq = (st.next_seq[fi].astype(np.uint64) + rank.astype(np.uint64) * pl) & np.uint64(0xFFFFFFFF)
-        _put32(out, L4_OFF + 4, seq)
-        st.next_seq[:] = ((st.next_seq.astype(np.uint64) + counts * pl)
-                          & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    return out
+    """The head bytes of a batch of frames, in batch order; uint8 [n, HEAD] (see build)."""
+    return build(flows, flow_idx, keep=keep, state=counters)["head"]

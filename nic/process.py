@@ -1,14 +1,11 @@
 """The NIC process: traffic sources, RSS, DMA into the RX rings, coalescing, MSI-X.
 
 Each loop turn takes the arrivals of every source up to the clock's now, steers each frame
-to a queue by RSS, writes what fits into that queue's ring (a full ring drops at the NIC,
-counted per queue as rx_queue_N_drops and in rx_fifo_errors), then lets each queue's
+to a queue by RSS, writes what fits into that queue's ring (nic.dma; a full ring drops at
+the NIC, counted per queue as rx_queue_N_drops and in rx_fifo_errors), then lets each queue's
 coalescer decide whether to raise its vector. Raising masks the vector (a write to the
 ring header, the emulated EIMC) and sends one IRQ message to the CPU the vector's affinity
 resolves to; the driver unmasks it after napi_complete_done.
-
-Deviation: per-queue packet and byte counts are the NIC's own (hardware) counters, kept at
-DMA time rather than by the driver at clean time.
 """
 
 from __future__ import annotations
@@ -16,19 +13,19 @@ from __future__ import annotations
 import time
 import traceback
 
-import numpy as np
 import zmq
 
 from cpus.kernel import RX_IRQ_MASKED
 from emu.child import Control, Orphaned, bootstrap, report_crash
 from emu.clock import DilatedClock
 from emu.config import Config
-from emu.counters import SRC_RING_DROP0, SRC_SENT0, N, Q_BYTES, Q_DROPS, Q_IRQS, Q_PACKETS, nq
+from emu.counters import N, Q_IRQS, nq
 from emu.protocol import Msg, endpoint, pack
 from emu.shm import Layout, Segment, Views
 
 from .affinity import effective_cpus
 from .coalesce import Coalescer
+from .dma import dma_arrivals, warm
 from .rss import Rss
 from .traffic import Source
 
@@ -57,6 +54,7 @@ def main(cfg_dict: dict, run_id: str, shm_name: str, parent_pid: int) -> None:
             s.connect(endpoint(run_id, f"cpu{c}"))
             pushes[c] = s
         irq_msg = [pack(run_id, Msg.IRQ, q) for q in range(nqueues)]
+        warm(sources, nqueues)
         ctl = Control(ctx, run_id, "nic", parent_pid)
         clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
         _run(clock, views, sources, coal, target, pushes, irq_msg, ctl)
@@ -88,7 +86,7 @@ def _run(clock, views, sources, coal, target, pushes, irq_msg, ctl) -> None:
                 break
         now = clock.now()
         if generating and now > t_prev:
-            seq = _arrive(sources, t_prev, now, seq, rings, c)
+            seq = dma_arrivals(sources, t_prev, now, seq, rings, c)
         if now > t_prev:
             t_prev = now
         deadline = now + STEP_NS
@@ -105,58 +103,3 @@ def _run(clock, views, sources, coal, target, pushes, irq_msg, ctl) -> None:
         c[N.LOOPS] += 1
         wait = (deadline - clock.now()) * clock.tdf / 1e9
         time.sleep(max(MIN_SLEEP_S, wait))
-
-
-def _arrive(sources, t_from: int, t_to: int, seq: int, rings, c: np.ndarray) -> int:
-    """DMA the frames of every source that arrive in (t_from, t_to]; return the next seq.
-
-    Which frames a full ring drops is decided before any frame is built (a flow's queue is
-    fixed), so an overloaded NIC spends no time building frames it then throws away.
-    """
-    parts = []
-    for src in sources:
-        ts, flow = src.arrivals(t_from, t_to)
-        if len(ts):
-            parts.append((src, ts, flow, seq))
-            seq += len(ts)
-    if not parts:
-        return seq
-    ts_all = np.concatenate([p[1] for p in parts])
-    q_all = np.concatenate([p[0].flow_queue[p[2]] for p in parts]).astype(np.intp)
-    order = np.argsort(ts_all, kind="stable")
-    q_sorted = q_all[order]
-    rank = np.empty(len(order), dtype=np.int64)      # place of each frame in its queue's line
-    by_q = np.argsort(q_sorted, kind="stable")
-    sq = q_sorted[by_q]
-    starts = np.r_[0, np.nonzero(np.diff(sq))[0] + 1]
-    rank[by_q] = np.arange(len(sq)) - np.repeat(starts, np.diff(np.r_[starts, len(sq)]))
-    free = np.array([r.free() for r in rings], dtype=np.int64)
-    keep = np.empty(len(order), dtype=bool)
-    keep[order] = rank < free[q_sorted]
-    batches = []
-    off = 0
-    for src, ts, flow, seq0 in parts:
-        n = len(ts)
-        k = keep[off:off + n]
-        off += n
-        c[SRC_SENT0 + src.index] += n
-        c[N.GENERATED] += n
-        c[N.GENERATED_BYTES] += n * src.frame_len
-        lost = n - int(k.sum())
-        if lost:
-            c[SRC_RING_DROP0 + src.index] += lost
-            lost_q = np.bincount(src.flow_queue[flow[~k]], minlength=len(rings))
-            for q in np.nonzero(lost_q)[0]:
-                c[nq(int(q), Q_DROPS)] += int(lost_q[q])
-        batches.append(src.make_batch(ts, flow, seq0, keep=k if lost else None))
-    batch = batches[0] if len(batches) == 1 else np.concatenate(batches)
-    if len(batches) > 1:
-        batch = batch[np.argsort(batch["ts"], kind="stable")]
-    qs = batch["queue"]
-    for q in np.unique(qs):
-        q = int(q)
-        sub = batch[qs == q]
-        written = rings[q].push(sub)      # fits: only the NIC produces into its rings
-        c[nq(q, Q_PACKETS)] += written
-        c[nq(q, Q_BYTES)] += int(sub["len"].sum())
-    return seq

@@ -22,9 +22,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from emu.skb import empty
-
-from .frames import Flows, flow_templates, stamp
+from .frames import Flows, build, flow_templates
 from .rss import Rss
 
 NSEC_PER_MSEC = 1_000_000
@@ -139,21 +137,5 @@ class Source:
         ``keep`` only the kept frames are built. Advances the flows' sender state (IPv4 id,
         TCP seq) for every frame: call once per arrival batch, in time order.
         """
-        n = len(ts)
-        seqs = (np.asarray(seq0, dtype=np.uint64) if isinstance(seq0, np.ndarray)
-                else np.uint64(seq0) + np.arange(n, dtype=np.uint64))
-        fi = np.asarray(flow_idx, dtype=np.intp)
-        head = stamp(self.flows, fi, keep=keep)
-        if keep is not None:
-            ts, fi, seqs = ts[keep], fi[keep], seqs[keep]
-        b = empty(len(fi))
-        b["seq"] = seqs
-        b["ts"] = ts
-        b["len"] = self.frame_len
-        b["segs"] = 1
-        b["src"] = self.index
-        b["head"] = head
-        b["hash"] = self.flow_hash[fi]
-        b["l4_hash"] = self.flow_l4[fi]
-        b["queue"] = self.flow_queue[fi]
-        return b
+        return build(self.flows, flow_idx, ts, seq0, keep, flow_hash=self.flow_hash,
+                     flow_l4=self.flow_l4, flow_queue=self.flow_queue, src_index=self.index)

@@ -5,7 +5,7 @@ import numpy as np
 from emu.counters import SRC_RING_DROP0, SRC_SENT0, N, Q_DROPS, Q_PACKETS, nic_block, nq
 from emu.ring import Ring
 from emu.skb import SKB
-from nic.process import _arrive
+from nic.dma import dma_arrivals as _arrive
 
 from .harness import Host
 
