@@ -29,6 +29,7 @@ Deliberate deviations:
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from emu.counters import C, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0
 
@@ -55,6 +56,7 @@ _DIFF_MASK = 0xFFFFFFFF & ~(TCP_FLAG_CWR | TCP_FLAG_FIN | TCP_FLAG_PSH)
 _FINAL = TCP_FLAG_URG | TCP_FLAG_PSH | TCP_FLAG_RST | TCP_FLAG_SYN | TCP_FLAG_FIN
 _OPT_MAX = 40
 _TCP = ETH_HLEN + 20        # TCP header offset in a GRO candidate
+_HEAD = 32                  # offset of the head bytes in an SKB record
 
 
 _GRO_RECEIVED = int(C.GRO_RECEIVED)
@@ -94,6 +96,15 @@ def _ipv4_csum_set(head: np.ndarray) -> None:
     head[:, 25] = c & 0xFF
 
 
+@njit(cache=True, nogil=True)
+def _any_tcp(raw) -> bool:
+    """Whether any row (raw SKB record bytes) has IP protocol TCP."""
+    for i in range(raw.shape[0]):
+        if raw[i, _HEAD + 23] == IPPROTO_TCP:
+            return True
+    return False
+
+
 class _Agg:
     """A held aggregate (the first skb p of a GRO chain and its NAPI_GRO_CB)."""
     __slots__ = ("row", "key", "bucket", "count", "rowlen", "iplen", "paylen", "mss",
@@ -121,7 +132,8 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
     bucket (MAX_GRO_SKBS) first completes that bucket's oldest (gro_flush_oldest). At the
     end, napi_gro_flush(): buckets 0..7, oldest first in each.
 
-    Output rows are copies: a GRO_NORMAL skb unchanged; an aggregate as the row of its first
+    Output rows are copies (or, when the batch holds no TCP frame, skbs itself): a
+    GRO_NORMAL skb unchanged; an aggregate as the row of its first
     frame with len = first len + merged payload bytes, segs = frames, and (count > 1, as
     inet_gro_complete/tcp_gro_receive do) IP tot_len rewritten (0 above 65535, BIG TCP),
     header checksum recomputed and the merged FIN/PSH bits ORed into the TCP flags.
@@ -134,11 +146,11 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
     counters[_GRO_RECEIVED] += n
     if n == 0:
         return skbs[:0].copy()
-    head = skbs["head"]
-    if not (head[:, 23] == IPPROTO_TCP).any():
+    if not _any_tcp(skbs.view(np.uint8).reshape(n, skbs.dtype.itemsize)):
         # no TCP at all (e.g. a UDP-only batch): nothing can be a candidate, all GRO_NORMAL
         counters[_GRO_NORMAL] += n
-        return _copy(skbs)
+        return skbs
+    head = skbs["head"]
     lens = skbs["len"].astype(np.int64)
     iplen_all = lens - ETH_HLEN
     doff = (head[:, _TCP + 12] >> 4).astype(np.int64)

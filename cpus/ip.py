@@ -39,10 +39,12 @@ L4 checksums (the NIC reports CHECKSUM_UNNECESSARY), raw sockets, VLAN tags.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from emu.counters import MAX_SOURCES, NR_DROP, SRC_DELIVERED0, SRC_DROP0, C, Drop, count_per_source
 
-from .sock import RX_BUF, SOCK_ENTRY, SocketTable, truesize_of
+from .sock import (BIG_STEP, RX_BUF, SKB_DATA_ALIGN_SHINFO, SKB_DATA_ALIGN_SKBUFF, SOCK_ENTRY,
+                   SocketTable, truesize_of)
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
@@ -69,6 +71,7 @@ def _be16(head: np.ndarray, off) -> np.ndarray:
 # strided view, read without shifts. Native-order fields are only compared with constants
 # written in wire order, or summed (the ones' complement sum is byte-order independent).
 _H = 32                                   # offset of "head" in an SKB record
+_SKB_SIZE = 160
 _HDR = np.dtype({
     "names": ["len", "eth_type", "vi", "tot_len", "protocol", "saddr", "daddr",
               "sport", "dport", "ulen", "tcp_flags", "w12", "iph5", "iph15"],
@@ -78,45 +81,37 @@ _HDR = np.dtype({
                 _H + 34, _H + 36, _H + 38, _H + 47, _H + 12, _H + 14, _H + 14],
     "itemsize": 160,
 })
-# head bytes 12..23 as three little-endian words: ethertype 0x0800, version/ihl 0x45 (then
-# tos, tot_len, id, frag_off, ttl: any), protocol UDP
-_W12_MASK = np.array([0x00FFFFFF, 0, 0xFF000000], dtype="<u4")
-_W12_UDP = np.array([0x00450008, 0, IPPROTO_UDP << 24], dtype="<u4")
-_w12_expect: dict[int, bytes] = {}
 
-_count_nonzero = np.count_nonzero
-_add_reduce = np.add.reduce
-_min_reduce = np.minimum.reduce
-_max_reduce = np.maximum.reduce
 
 _PUBLIC = frozenset(("ethertype", "is_ipv4", "version", "ihl", "hlen", "tot_len", "protocol",
                      "saddr", "daddr", "sport", "dport", "tcp_flags", "udp_len", "hdr_err",
                      "hdr_ok", "ip_len"))
 
 
-def _w12_udp(n: int) -> bytes:
-    b = _w12_expect.get(n)
-    if b is None:
-        b = np.broadcast_to(_W12_UDP, (n, 3)).tobytes()
-        if len(_w12_expect) < 512:
-            _w12_expect[n] = b
-    return b
-
-
-def _all_udp_ok(v: np.ndarray, n: int) -> bool:
-    """Every row an IPv4 (ihl 5) UDP datagram that passes ip_rcv_core and the UDP length
-    checks: ethertype, version/ihl, protocol, header checksum, skb->len >= tot_len >= 28,
-    8 <= ulen <= tot_len - 20 (skb->len >= 20 and >= ihl*4 follow)."""
-    if (v["w12"] & _W12_MASK).tobytes() != _w12_udp(n):
-        return False
-    # ip_fast_csum == 0  <=>  word sum != 0 (here the first byte is 0x45) and = 0 mod 0xFFFF
-    if _count_nonzero(_add_reduce(v["iph5"], axis=1) % 0xFFFF):
-        return False
-    tot = v["tot_len"].astype(np.int64)
-    if _min_reduce(v["len"] - tot) < ETH_HLEN:
-        return False
-    ulen = v["ulen"].astype(np.int64)
-    return bool(_min_reduce(ulen) >= 8 and _min_reduce(tot - ulen) >= 20)
+@njit(cache=True, nogil=True)
+def _udp4_ok(raw) -> bool:
+    """Every row (the raw bytes of an SKB record) an IPv4 (ihl 5) UDP datagram that passes
+    ip_rcv_core and the UDP length checks: ethertype, version/ihl, protocol, header checksum,
+    skb->len >= tot_len + 14, tot_len >= 28, 8 <= ulen <= tot_len - 20 (skb->len >= 20 and
+    >= ihl*4 follow)."""
+    for i in range(raw.shape[0]):
+        r = raw[i]
+        h = _H + ETH_HLEN
+        if r[_H + 12] != 0x08 or r[_H + 13] != 0x00 or r[h] != 0x45 or r[h + 9] != IPPROTO_UDP:
+            return False
+        acc = 0
+        for w in range(10):
+            acc += (np.int64(r[h + 2 * w]) << 8) | r[h + 2 * w + 1]
+        # ip_fast_csum == 0  <=>  the word sum is non-zero and 0 mod 0xFFFF
+        if acc == 0 or acc % 0xFFFF:
+            return False
+        skb_len = (np.int64(r[20]) | (np.int64(r[21]) << 8) | (np.int64(r[22]) << 16)
+                   | (np.int64(r[23]) << 24))
+        tot = (np.int64(r[h + 2]) << 8) | r[h + 3]
+        ulen = (np.int64(r[h + 24]) << 8) | r[h + 25]
+        if skb_len - tot < ETH_HLEN or ulen < 8 or tot - ulen < 20:
+            return False
+    return True
 
 
 class Parsed:
@@ -147,7 +142,7 @@ def parse(skbs: np.ndarray) -> Parsed:
     p._skbs = skbs
     v = p._v = skbs.view(_HDR)
     n = skbs.shape[0]
-    if n and _all_udp_ok(v, n):
+    if n and _udp4_ok(skbs.view(np.uint8).reshape(n, _SKB_SIZE)):
         p.fast = True
         return p
     p.fast = False
@@ -251,10 +246,8 @@ _SRC_DELIVERED0 = int(SRC_DELIVERED0)
 _SRC_DROP0 = int(SRC_DROP0)
 _SRC_DROP_RCVBUF = _SRC_DROP0 + _D_RCVBUF * MAX_SOURCES
 
-_SKB_SIZE = 160
-_V_SKB = np.dtype(f"V{_SKB_SIZE}")
-_V_ENTRY = np.dtype(f"V{SOCK_ENTRY.itemsize}")
 _TRUESIZE_SMALL = int(truesize_of(np.array([RX_BUF]))[0])   # every frame of <= RX_BUF bytes
+_NO_SIDX = np.zeros(0, dtype=np.int64)
 
 
 def _drop(res: DeliverResult, counters: np.ndarray, reason: int, skbs: np.ndarray) -> None:
@@ -356,47 +349,76 @@ def _udp_rcv(skbs, parsed, is_udp, counters, socks, res) -> None:
                     counters, socks, res)
 
 
+@njit(cache=True, nogil=True)
+def _sock_entries(raw, sidx, port_map, nsock, out):
+    """Socket entries (SOCK_ENTRY bytes, into out) for UDP skbs (raw SKB record bytes),
+    grouped by socket in skb order: first the skbs with no socket, then socket 0, 1, ...
+
+    sidx: each skb's socket, or empty to look the destination port up in port_map (no
+    connected socket). Returns (count per group, every skb no longer than RX_BUF).
+    """
+    n = raw.shape[0]
+    sock = np.empty(n, dtype=np.int64)
+    counts = np.zeros(nsock + 1, dtype=np.int64)
+    small = True
+    for i in range(n):
+        if sidx.shape[0]:
+            k = sidx[i]
+        else:
+            k = port_map[(np.int64(raw[i, _H + 36]) << 8) | raw[i, _H + 37]]
+        sock[i] = k
+        counts[k + 1] += 1
+    at = np.zeros(nsock + 1, dtype=np.int64)
+    for g in range(1, nsock + 1):
+        at[g] = at[g - 1] + counts[g - 1]
+    for i in range(n):
+        r = raw[i]
+        g = sock[i] + 1
+        e = out[at[g]]
+        at[g] += 1
+        for b in range(8):
+            e[b] = r[b]                       # seq
+        ln = np.int64(r[20]) | (np.int64(r[21]) << 8) | (np.int64(r[22]) << 16) | (np.int64(r[23]) << 24)
+        for b in range(4):
+            e[8 + b] = r[20 + b]              # len
+        if ln <= RX_BUF:
+            ts = _TRUESIZE_SMALL
+        else:
+            small = False
+            ts = (ln + BIG_STEP - 1) // BIG_STEP * BIG_STEP + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO
+        for b in range(4):
+            e[12 + b] = (ts >> (8 * b)) & 0xFF   # truesize
+            e[16 + b] = r[16 + b]             # hash
+        e[20] = r[28]                         # src
+        e[21] = 0
+        e[22] = r[24]                         # segs
+        e[23] = r[25]
+    return counts, small
+
+
 def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
     """Socket lookup and __udp_queue_rcv_skb for UDP skbs that passed every header check.
 
-    The socket entries are built once for the whole batch and, when more than one socket is
-    involved, put in socket order by one stable sort (each socket sees its skbs in order).
+    The socket entries are built once for the whole batch, in socket order (each socket
+    sees its skbs in order).
     """
     n = skbs.shape[0]
     if socks is None or len(socks) == 0:
         counters[_UDP_NO_PORTS] += n
         _drop(res, counters, _D_NOPORTS, skbs)
         return
-    sidx = socks.lookup(dport, saddr, sport)
-
-    lens = skbs["len"]
-    entries = np.zeros(n, dtype=SOCK_ENTRY)
-    entries["seq"] = skbs["seq"]
-    entries["len"] = lens
-    uniform = _max_reduce(lens) <= RX_BUF
-    if uniform:
-        entries["truesize"] = _TRUESIZE_SMALL
-    else:
-        entries["truesize"] = truesize_of(lens)
-    entries["hash"] = skbs["hash"]
-    entries["src"] = skbs["src"]
-    entries["segs"] = skbs["segs"]
-
-    s0 = int(sidx[0])
-    if not _count_nonzero(sidx != s0):
-        groups = ((s0, 0, n),)
-    else:
-        counts = np.bincount(sidx + 1, minlength=len(socks) + 1).tolist()
-        order = np.argsort(sidx, kind="stable")
-        entries = entries.view(_V_ENTRY)[order].view(SOCK_ENTRY)
-        groups = []
-        at = counts[0]
-        if at:
-            groups.append((-1, 0, at))
-        for si, c in enumerate(counts[1:]):
-            if c:
-                groups.append((si, at, at + c))
-                at += c
+    sidx = socks.lookup(dport, saddr, sport) if socks.has_connected_sockets else _NO_SIDX
+    raw = np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE)
+    out = np.empty(n, dtype=SOCK_ENTRY)
+    counts, uniform = _sock_entries(raw, sidx, socks.port_map, len(socks),
+                                    out.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize))
+    entries = out
+    groups = []
+    at = 0
+    for g, c in enumerate(counts.tolist()):
+        if c:
+            groups.append((g - 1, at, at + c))
+            at += c
 
     sockets = socks.sockets
     rejected = []                       # (start, end) of refused runs (uniform sizes)

@@ -33,9 +33,26 @@ from .softnet import SoftnetData
 
 RX_IRQ_MASKED, RX_NAPI_STATE = 0, 1      # RX ring header user words
 
+# Hard interrupts wait for a safe point; the user task reaches one at least this often in
+# emulated time (8 datagrams at the default recvmsg + app costs). A read is one batch of
+# numpy work, so with zero costs the whole recv_batch is one read.
+SAFE_POINT_NS = 12_000
+
 
 def _noop(*_args) -> None:
     return None
+
+
+def warm() -> None:
+    """Run every compiled kernel of the receive path once on a tiny input, with the argument
+    types a run uses, so a CPU process pays numba's first-call cost before traffic starts."""
+    from . import gro, ip, sock
+    raw = np.zeros((1, ip._SKB_SIZE), dtype=np.uint8)
+    ip._udp4_ok(raw)
+    gro._any_tcp(raw)
+    ip._sock_entries(raw, ip._NO_SIDX, np.full(65536, -1, dtype=np.int16), 1,
+                     np.zeros((1, sock.SOCK_ENTRY.itemsize), dtype=np.uint8))
+    sock.release_plan(np.zeros(1, dtype=np.int64), 0, 0, 0, 1)
 
 
 class Cpu:
@@ -43,7 +60,7 @@ class Cpu:
                  rx_rings: list[Ring], backlogs: list[bl.Backlog], socks: SocketTable,
                  sock_table: np.ndarray | None = None,
                  flow_tables: list[np.ndarray | None] | None = None,
-                 hash_seed: int = 0):
+                 hash_seed: int = 0, cpu_counters: list[np.ndarray] | None = None):
         self.id = cpu_id
         self.cfg = cfg
         self.ncpus = cfg.ncpus
@@ -112,6 +129,10 @@ class Cpu:
         self.sched = Scheduler([self.ksoftirqd, self.user], sched["sched_latency_ns"],
                                sched["min_granularity_ns"], sched["wakeup_granularity_ns"])
         self.prev_task: Task | None = None
+        # Every CPU's counter block, to read a remote user task's USER_ON_RQ (None: unknown,
+        # so every remote wakeup sends its IPI).
+        self.cpu_counters = cpu_counters
+        counters[C.USER_ON_RQ] = int(self.user.runnable)
         self.last_jiffy = jiffies(time.now(), self.hz)
 
         # hooks the process shell replaces
@@ -153,7 +174,7 @@ class Cpu:
         self._irq_enter()
         self.counters[C.RES] += 1
         self.charge(self.cost_hardirq)
-        self.sched.wake(self.user)
+        self.wake_user()
         self._irq_exit()
 
     def _irq_enter(self) -> None:
@@ -266,8 +287,11 @@ class Cpu:
                     + res.tcp * self.cost_tcp_rcv)
         for _sock, reader in res.woken:
             if reader == self.id:
-                self.sched.wake(self.user)
-            else:
+                self.wake_user()
+            elif self.cpu_counters is None or not self.cpu_counters[reader][C.USER_ON_RQ]:
+                # try_to_wake_up: a task already on its runqueue needs no IPI. The producer
+                # published the skb before it read USER_ON_RQ (its socket unlock is the
+                # barrier), and the reader re-checks its queues after clearing it (sleep_user).
                 self.wake_remote(reader)
 
     def net_rps_send_ipi(self) -> None:
@@ -292,7 +316,7 @@ class Cpu:
                 self.sched.tick(now)
             self.last_jiffy = j
         if self.my_sockets and not self.user.runnable and any(len(s.ring) for s in self.my_sockets):
-            self.sched.wake(self.user)
+            self.wake_user()
         task = self.sched.pick_next(now)
         if task is not self.prev_task:
             self.counters[C.CTXT] += 1
@@ -327,7 +351,8 @@ class Cpu:
     def run_user(self) -> None:
         """The application: recvmsg on each of its sockets, a chunk at a time."""
         left = self.recv_batch
-        chunk = 8
+        per = self.cost_recvmsg + self.cost_app
+        chunk = max(1, SAFE_POINT_NS // per) if per else left
         remaining_total = 0
         for s in self.my_sockets:
             while left > 0:
@@ -351,8 +376,29 @@ class Cpu:
             if self.sched.need_resched:
                 break
         self.ctx = SYSTEM
-        if remaining_total == 0 and not any(len(s.ring) for s in self.my_sockets):
-            self.sched.sleep(self.user)
+        if remaining_total == 0:
+            self.sleep_user()
+
+    def wake_user(self) -> None:
+        self.sched.wake(self.user)
+        self.counters[C.USER_ON_RQ] = 1
+
+    def sleep_user(self) -> None:
+        """Block the user task unless a datagram arrived: set the state, then re-check.
+
+        As set_current_state() before the condition check: USER_ON_RQ is cleared first, then
+        each socket's lock is taken and dropped (a full barrier, pairing with the producer's
+        unlock before it reads USER_ON_RQ), then the queues are checked again, so a datagram
+        queued meanwhile is seen here or its producer sees the task asleep and sends the IPI.
+        """
+        self.counters[C.USER_ON_RQ] = 0
+        for s in self.my_sockets:
+            s.lock.acquire()
+            s.lock.release()
+        if any(len(s.ring) for s in self.my_sockets):
+            self.counters[C.USER_ON_RQ] = 1
+            return
+        self.sched.sleep(self.user)
 
     # -- the idle loop's softirq check ------------------------------------------------------
     def idle_softirq(self) -> None:

@@ -45,6 +45,7 @@ Kernel rules followed (6.18, net/ipv4/udp.c, include/net/rps.h, include/linux/sk
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
 from emu.ring import CONS, PROD, USER0, Ring
@@ -153,47 +154,28 @@ def release_plan(sizes: np.ndarray, deficit: int, reader_q: int, rest: int,
 
     sizes: truesize of the skbs read, in order; deficit / reader_q: the reader's state before;
     rest: skbs still in the socket after them (they are spliced onto reader_queue at each
-    release). Short reads loop over the skbs in Python; long ones once per release.
+    release).
     """
-    m = int(sizes.shape[0])
+    r, d, q = _release_plan(np.ascontiguousarray(sizes, dtype=np.int64), int(deficit),
+                            int(reader_q), int(rest), int(threshold))
+    return int(r), int(d), int(q)
+
+
+@njit(cache=True, nogil=True)
+def _release_plan(sizes, deficit, reader_q, rest, threshold):
+    m = sizes.shape[0]
     if m == 0:
         return 0, deficit, reader_q
     if reader_q == 0:                   # __skb_recv_udp: splice sk_receive_queue, then dequeue
         reader_q = m + rest
-    if m > 32:
-        return _release_plan_vec(sizes, deficit, reader_q, rest, threshold)
-    released = 0                        # one dequeue at a time (cheaper when short)
-    k = m
-    for sz in sizes.tolist():
-        k -= 1
-        deficit += sz
+    released = 0
+    for i in range(m):                  # one dequeue at a time
+        deficit += sizes[i]
         reader_q -= 1
         if deficit >= threshold or reader_q == 0:
             released += deficit
             deficit = 0
-            reader_q = k + rest         # skb_queue_splice_tail_init(sk_queue, reader_queue)
-    return released, deficit, reader_q
-
-
-def _release_plan_vec(sizes, deficit, reader_q, rest, threshold):
-    """release_plan with one vectorised search per release (reader_q already spliced)."""
-    m = int(sizes.shape[0])
-    cs = np.cumsum(np.asarray(sizes, dtype=np.int64))
-    released = 0
-    i = 0
-    while i < m:
-        base = int(cs[i - 1]) if i else 0
-        j_t = max(i, int(np.searchsorted(cs, threshold - deficit + base, side="left")))
-        j_r = i + reader_q - 1          # the dequeue that empties reader_queue
-        j = min(j_t, j_r)
-        if j >= m:
-            deficit += int(cs[m - 1]) - base
-            reader_q -= m - i
-            break
-        released += deficit + int(cs[j]) - base
-        deficit = 0
-        reader_q = (m - j - 1) + rest   # skb_queue_splice_tail_init(sk_queue, reader_queue)
-        i = j + 1
+            reader_q = (m - 1 - i) + rest   # skb_queue_splice_tail_init(sk_queue, reader_queue)
     return released, deficit, reader_q
 
 
@@ -390,6 +372,10 @@ class SocketTable:
 
     def __len__(self) -> int:
         return len(self.sockets)
+
+    @property
+    def has_connected_sockets(self) -> bool:
+        return bool(self._connected)
 
     def lookup(self, dport: np.ndarray, saddr: np.ndarray | None = None,
                sport: np.ndarray | None = None) -> np.ndarray:

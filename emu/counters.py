@@ -69,6 +69,7 @@ _cpu_names = [
     "NAPI_POLLS", "BACKLOG_POLLS", "NET_RX_ACTIONS",
     # user task
     "RECVMSG_CALLS", "USER_DATAGRAMS",
+    "USER_ON_RQ",           # 1 while the user task is runnable (what a remote ttwu reads)
     # heartbeat of the process loop (increases while the CPU process runs)
     "LOOPS",
 ]

@@ -51,7 +51,7 @@ from emu import report as report_mod  # noqa: E402
 from emu.child import bootstrap  # noqa: E402
 from emu.cluster import Cluster  # noqa: E402
 from emu.config import default_text, resolve  # noqa: E402
-from emu.counters import MAX_SOURCES, SRC_DELIVERED0, SRC_RING_DROP0, T0, C, N  # noqa: E402
+from emu.counters import MAX_SOURCES, Q_IRQS, SRC_DELIVERED0, SRC_RING_DROP0, T0, C, N, nq  # noqa: E402
 from emu.ring import Ring, ring_bytes  # noqa: E402
 from emu.shm import Segment  # noqa: E402
 from emu.skb import SKB  # noqa: E402
@@ -282,6 +282,8 @@ def _counters(cl: Cluster) -> dict:
         "generated": int(nic[N.GENERATED]),
         "ring_full": int(nic[SRC_RING_DROP0:SRC_RING_DROP0 + MAX_SOURCES].sum()),
         "loops": cpu[:, C.LOOPS].copy(),
+        "nic_loops": int(nic[N.LOOPS]),
+        "irqs": int(sum(nic[nq(q, Q_IRQS)] for q in range(len(v.rx)))),
         "polls": int(cpu[:, C.NAPI_POLLS].sum() + cpu[:, C.BACKLOG_POLLS].sum()),
         "times": cpu[:, T0:T0 + 7].copy(),
         "proc_cpu": _proc_cpu(cl),
@@ -336,6 +338,8 @@ def measure(label: str, cfg, warmup: float, window: float, drain: float, run_roo
         "frames_per_poll": round(float(processed.sum()) / max(1, b["polls"] - a["polls"]), 1),
         "per_cpu_frames_per_s": [round(float(x) / secs, 1) for x in processed],
         "per_cpu_loops_per_s": [round(float(x) / secs, 1) for x in (b["loops"] - a["loops"])],
+        "nic_loops_per_s": round((b["nic_loops"] - a["nic_loops"]) / secs, 1),
+        "irqs_per_s": round((b["irqs"] - a["irqs"]) / secs, 1),
         "per_cpu_idle_share": [round(float(s[5]), 3) for s in share],
         "real_core_share": {r: round((b["proc_cpu"][r] - a["proc_cpu"].get(r, 0.0)) / secs, 3)
                             for r in b["proc_cpu"]},
@@ -396,7 +400,10 @@ def main(argv=None) -> int:
     ap.add_argument("--bare-repeats", type=int, default=None,
                     help="bare-ring runs; the median is reported (default 3, --quick 1)")
     ap.add_argument("--ring", type=int, default=512,
-                    help="bare ring capacity (default 512, the emulator's ethtool.rx_ring)")
+                    help="ring capacity of the bare ring and of every emulated RX ring "
+                         "(ethtool.rx_ring; default 512, the emulator's default)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config setting for every emulator run (repeatable), as emu run --set")
     ap.add_argument("--rate", type=float, default=1e6,
                     help="offered load in emulated frames/s (default 1e6, several times what "
                          "the emulator processes, so the RX rings overflow)")
@@ -412,6 +419,7 @@ def main(argv=None) -> int:
     drain = 1.0
     skip = {s for s in args.skip.split(",") if s}
     cpu_counts = [int(x) for x in args.cpus.split(",") if x]
+    extra = [f"ethtool.rx_ring={args.ring}"] + list(args.set)
 
     signal.signal(signal.SIGTERM, _on_term)
     shm_names: list[str] = []
@@ -426,17 +434,17 @@ def main(argv=None) -> int:
         if "full" not in skip:
             full = {}
             for n in cpu_counts:
-                cfg = make_config(n, n, args.rate, args.flows)
+                cfg = make_config(n, n, args.rate, args.flows, extra)
                 full[str(n)] = measure(f"full path, {n} CPU(s)", cfg, warmup, window, drain,
                                        run_root, shm_names)
             result["full"] = full
         if "rps" not in skip:
             direct = measure("one queue, 2 CPUs, no RPS",
-                             make_config(2, 1, args.rate, args.flows),
+                             make_config(2, 1, args.rate, args.flows, extra),
                              warmup, window, drain, run_root, shm_names)
             rps = measure("one queue, 2 CPUs, RPS on 0-1",
                           make_config(2, 1, args.rate, args.flows,
-                                      ["sys.class.net.eth0.queues.rx-0.rps_cpus=3"]),
+                                      extra + ["sys.class.net.eth0.queues.rx-0.rps_cpus=3"]),
                           warmup, window, drain, run_root, shm_names)
             result["rps"] = {
                 "direct": direct["frames_per_s"],
@@ -453,7 +461,7 @@ def main(argv=None) -> int:
         result["settings"] = {
             "quick": quick, "window_s": window, "warmup_s": warmup, "drain_s": drain,
             "rate_pps": args.rate, "flows": args.flows, "frame_len": 64, "tdf": 1,
-            "costs": "all 0",
+            "costs": "all 0", "ring": args.ring, "sets": list(args.set),
         }
         result["total_seconds"] = round(time.monotonic() - t_all, 1)
     finally:

@@ -63,7 +63,8 @@ class Host:
         for c in range(n):
             t = CpuTime(self.clocks[c], self.counters[c][T0:T0 + 7])
             cpu = Cpu(c, cfg, t, self.counters[c], self.rx, self.backlogs,
-                      SocketTable(self.sockets), self.sock_table, self.flow_tables, hash_seed=1)
+                      SocketTable(self.sockets), self.sock_table, self.flow_tables, hash_seed=1,
+                      cpu_counters=self.counters)
             cpu.irq_point = self._irq_point(c)
             cpu.send_ipi = lambda target, c=c: self.inbox[target].append(("rps", c))
             cpu.wake_remote = lambda target, c=c: self.inbox[target].append(("res", c))
