@@ -28,13 +28,41 @@ IDLE_POLL_MS = 2          # how long an idle CPU blocks on its inbox before re-c
 SLACK_REAL_NS = 300_000   # how far (real ns) a CPU may run ahead of the clock before sleeping
 
 
-class StatLock:
+SPIN_TRIES = 64           # non-blocking attempts before a contended lock blocks
+
+
+class SpinLock:
+    """A cross-process lock taken as a kernel spinlock is: spin a little, then sleep.
+
+    The holders (socket enqueue, rmem release, backlog enqueue) keep it for microseconds, so
+    a short spin usually wins; blocking at once costs a futex sleep and wakeup each time.
+    """
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def acquire(self) -> bool:
+        try_lock = self.lock.acquire
+        for _ in range(SPIN_TRIES):
+            if try_lock(False):
+                return True
+        while not try_lock(True, 1.0):
+            pass  # a holder that died gets this process killed by the orchestrator
+        return True
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+class StatLock(SpinLock):
     """A backlog lock that counts acquisitions, contended ones and the real time waited."""
 
-    __slots__ = ("lock", "counters")
+    __slots__ = ("counters",)
 
     def __init__(self, lock, counters):
-        self.lock = lock
+        super().__init__(lock)
         self.counters = counters
 
     def acquire(self) -> bool:
@@ -44,13 +72,9 @@ class StatLock:
             return True
         c[C.LOCK_CONTENDED] += 1
         t = time.monotonic_ns()
-        while not self.lock.acquire(True, 1.0):
-            pass  # a holder that died gets this process killed by the orchestrator
+        super().acquire()
         c[C.LOCK_WAIT_NS] += time.monotonic_ns() - t
         return True
-
-    def release(self) -> None:
-        self.lock.release()
 
 
 def _sleep_until(clock: DilatedClock):
@@ -76,6 +100,8 @@ def main(index: int, cfg_dict: dict, run_id: str, shm_name: str, locks: dict,
         counters = views.cpu[index]
         for b in views.backlogs:
             b.lock = StatLock(b.lock, counters)
+        for sk in views.sockets:
+            sk.lock = SpinLock(sk.lock)
         inbox = ctx.socket(zmq.PULL)
         inbox.setsockopt(zmq.LINGER, 0)
         inbox.bind(endpoint(run_id, role))
@@ -121,7 +147,7 @@ def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: s
     ipi_res = pack(rid, Msg.IPI_RES, cpu.id)
 
     inbox_opt = inbox.getsockopt
-    EVENTS, POLLIN = zmq.EVENTS, zmq.POLLIN
+    EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)     # plain ints: enum ops are slow
 
     def irq_point() -> None:
         # Checking EVENTS first: a NOBLOCK recv on an empty inbox raises, which costs more.
