@@ -396,6 +396,15 @@ def _sock_entries(raw, sidx, port_map, nsock, out):
     return counts, small
 
 
+@njit(cache=True, nogil=True)
+def _count_src_segs(raw, ranges, per_source):
+    """per_source[src] += segs for the socket entries (raw SOCK_ENTRY bytes) in the row ranges
+    [a, b) of ranges."""
+    for k in range(ranges.shape[0]):
+        for i in range(ranges[k, 0], ranges[k, 1]):
+            per_source[raw[i, 20]] += np.uint64(raw[i, 22]) | (np.uint64(raw[i, 23]) << np.uint64(8))
+
+
 def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
     """Socket lookup and __udp_queue_rcv_skb for UDP skbs that passed every header check.
 
@@ -451,13 +460,6 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
         counters[_UDP_RCVBUF_ERRORS] += n_rej
         counters[_UDP_IN_ERRORS] += n_rej
         res.dropped[_D_RCVBUF] += n_rej
-        if len(rejected) == 1:
-            a, b = rejected[0]
-            src, segs = entries["src"][a:b], entries["segs"][a:b]
-        else:
-            sel = np.zeros(entries.shape[0], dtype=bool)
-            for a, b in rejected:
-                sel[a:b] = True
-            src, segs = entries["src"][sel], entries["segs"][sel]
-        per = np.bincount(src, weights=segs, minlength=MAX_SOURCES)
-        counters[_SRC_DROP_RCVBUF:_SRC_DROP_RCVBUF + MAX_SOURCES] += per[:MAX_SOURCES].astype(np.uint64)
+        _count_src_segs(entries.view(np.uint8).reshape(entries.shape[0], SOCK_ENTRY.itemsize),
+                        np.array(rejected, dtype=np.int64),
+                        counters[_SRC_DROP_RCVBUF:_SRC_DROP_RCVBUF + MAX_SOURCES])

@@ -15,7 +15,7 @@ import numpy as np
 
 from emu.clock import HARDIRQ, KSOFTIRQD, SOFTIRQ, SYSTEM, USER, CpuTime, jiffies
 from emu.config import Config
-from emu.counters import IRQ0, NET_RX_SOFTIRQ, C
+from emu.counters import IRQ0, MAX_SOURCES, NET_RX_SOFTIRQ, C
 from emu.ring import Ring
 
 from . import backlog as bl
@@ -53,6 +53,9 @@ def warm() -> None:
     ip._sock_entries(raw, ip._NO_SIDX, np.full(65536, -1, dtype=np.int16), 1,
                      np.zeros((1, sock.SOCK_ENTRY.itemsize), dtype=np.uint8))
     sock.release_plan(np.zeros(1, dtype=np.int64), 0, 0, 0, 1)
+    from emu.counters import cpu_block
+    ip._count_src_segs(np.zeros((1, sock.SOCK_ENTRY.itemsize), dtype=np.uint8),
+                       np.zeros((1, 2), dtype=np.int64), cpu_block()[:MAX_SOURCES])
 
 
 class Cpu:

@@ -399,14 +399,16 @@ def main(argv=None) -> int:
                     help="frames per bare-ring run (default 16777216, --quick 1048576)")
     ap.add_argument("--bare-repeats", type=int, default=None,
                     help="bare-ring runs; the median is reported (default 3, --quick 1)")
-    ap.add_argument("--ring", type=int, default=512,
+    ap.add_argument("--ring", type=int, default=4096,
                     help="ring capacity of the bare ring and of every emulated RX ring "
-                         "(ethtool.rx_ring; default 512, the emulator's default)")
+                         "(ethtool.rx_ring; default 4096, as ethtool -G for a throughput "
+                         "test: the NIC process refills rings once per turn, and a turn can "
+                         "wait ~1 ms for a real core)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config setting for every emulator run (repeatable), as emu run --set")
-    ap.add_argument("--rate", type=float, default=1e6,
-                    help="offered load in emulated frames/s (default 1e6, several times what "
-                         "the emulator processes, so the RX rings overflow)")
+    ap.add_argument("--rate", type=float, default=3e6,
+                    help="offered load in emulated frames/s (default 3e6, more than the "
+                         "emulator processes, so the RX rings overflow)")
     ap.add_argument("--flows", type=int, default=256, help="flows of the UDP source")
     ap.add_argument("--cpus", default="1,2,4", help="CPU counts for the full path")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: bare,full,rps")
