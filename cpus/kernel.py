@@ -291,10 +291,15 @@ class Cpu:
         for _sock, reader in res.woken:
             if reader == self.id:
                 self.wake_user()
-            elif self.cpu_counters is None or not self.cpu_counters[reader][C.USER_ON_RQ]:
-                # try_to_wake_up: a task already on its runqueue needs no IPI. The producer
-                # published the skb before it read USER_ON_RQ (its socket unlock is the
-                # barrier), and the reader re-checks its queues after clearing it (sleep_user).
+            elif self.cpu_counters is None:
+                self.wake_remote(reader)
+            elif not self.cpu_counters[reader][C.USER_ON_RQ]:
+                # try_to_wake_up: a task already on its runqueue, or already being woken,
+                # needs no IPI; the waker marks it (p->__state leaves TASK_INTERRUPTIBLE) so
+                # later wakers send none. The producer published the skb before it read
+                # USER_ON_RQ (its socket unlock is the barrier), and the reader re-checks its
+                # queues after clearing it (sleep_user).
+                self.cpu_counters[reader][C.USER_ON_RQ] = 1
                 self.wake_remote(reader)
 
     def net_rps_send_ipi(self) -> None:

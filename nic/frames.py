@@ -293,7 +293,8 @@ def _build(heads, flow_hash, flow_l4, flow_queue, next_id, next_seq, tcp, payloa
         csum = ~acc & 0xFFFF
         row[h + 10] = csum >> 8
         row[h + 11] = csum & 0xFF
-        out64[j, _W64_SEQ] = seqs[i] if seqs.shape[0] else seq0 + i
+        # uint64 throughout: numba types uint64 + int64 as float64
+        out64[j, _W64_SEQ] = seqs[i] if seqs.shape[0] else seq0 + np.uint64(i)
         out64[j, _W64_TS] = ts[i]
         out32[j, _W32_HASH] = flow_hash[f]
         out32[j, _W32_LEN] = frame_len
