@@ -7,7 +7,6 @@ Default sockets: ports 9000..9003, reader_cpu = index % cpus, so with 2 CPUs por
 from collections import deque
 
 import numpy as np
-import pytest
 
 from emu.counters import C
 
