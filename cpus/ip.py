@@ -421,7 +421,12 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
     out = np.empty(n, dtype=SOCK_ENTRY)
     counts, uniform = _sock_entries(raw, sidx, socks.port_map, len(socks),
                                     out.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize))
-    entries = out
+    queue_entries(out, counts, uniform, counters, socks, res)
+
+
+def queue_entries(entries, counts, uniform, counters, socks, res) -> None:
+    """NoPorts or __udp_queue_rcv_skb for socket entries grouped as _sock_entries groups them
+    (counts: entries with no socket, then per socket)."""
     groups = []
     at = 0
     for g, c in enumerate(counts.tolist()):

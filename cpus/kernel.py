@@ -16,22 +16,33 @@ import numpy as np
 from emu.clock import HARDIRQ, KSOFTIRQD, SOFTIRQ, SYSTEM, USER, CpuTime, jiffies
 from emu.config import Config
 from emu.counters import IRQ0, MAX_SOURCES, NET_RX_SOFTIRQ, C
-from emu.ring import Ring
+from emu.ring import CONS, PROD, Ring
+from emu.skb import SKB
 
 from . import backlog as bl
+from .driver import rx_clean, rx_clean_udp
 from .flow_limit import FlowLimit
 from .gro import gro_receive_batch
-from .ip import ip_rcv_deliver, parse
+from .ip import DeliverResult, ip_rcv_deliver, parse, queue_entries
 from .napi import (NAPI_STATE_MISSED, NAPI_STATE_PREFER_BUSY_POLL, NAPI_STATE_SCHED,
                    NAPI_STATE_SCHED_THREADED, Napi, napi_schedule_prep)
 from .netrx import net_rx_action
 from .rps import RxQueueRps, get_rps_cpu, save_qtail, skb_get_hash
 from .sched import Scheduler, Task
-from .sock import SocketTable, UdpSocket
+from .sock import SOCK_ENTRY, SocketTable, UdpSocket
 from .softirq import Softirq
 from .softnet import SoftnetData
 
 RX_IRQ_MASKED, RX_NAPI_STATE = 0, 1      # RX ring header user words
+
+# counter slots as plain ints (an IntEnum index costs a conversion per use)
+_PROCESSED = int(C.PROCESSED)
+_NAPI_POLLS = int(C.NAPI_POLLS)
+_IP_IN_RECEIVES = int(C.IP_IN_RECEIVES)
+_IP_IN_DELIVERS = int(C.IP_IN_DELIVERS)
+_GRO_RECEIVED = int(C.GRO_RECEIVED)
+_GRO_NORMAL = int(C.GRO_NORMAL)
+_USER_ON_RQ = int(C.USER_ON_RQ)
 
 # Hard interrupts wait for a safe point; the user task reaches one at least this often in
 # emulated time (8 datagrams at the default recvmsg + app costs). A read is one batch of
@@ -46,13 +57,14 @@ def _noop(*_args) -> None:
 def warm() -> None:
     """Run every compiled kernel of the receive path once on a tiny input, with the argument
     types a run uses, so a CPU process pays numba's first-call cost before traffic starts."""
-    from . import gro, ip, sock
+    from . import driver, gro, ip, sock
+    driver.warm(SKB.itemsize, SOCK_ENTRY.itemsize)
     raw = np.zeros((1, ip._SKB_SIZE), dtype=np.uint8)
     ip._udp4_ok(raw)
     gro._any_tcp(raw)
     ip._sock_entries(raw, ip._NO_SIDX, np.full(65536, -1, dtype=np.int16), 1,
                      np.zeros((1, sock.SOCK_ENTRY.itemsize), dtype=np.uint8))
-    sock.release_plan(np.zeros(1, dtype=np.int64), 0, 0, 0, 1)
+    sock.warm()
     from emu.counters import cpu_block
     ip._count_src_segs(np.zeros((1, sock.SOCK_ENTRY.itemsize), dtype=np.uint8),
                        np.zeros((1, 2), dtype=np.int64), cpu_block()[:MAX_SOURCES])
@@ -121,6 +133,11 @@ class Cpu:
             cpus = [c for c in range(self.ncpus) if mask >> c & 1]
             self.rps_queues.append(RxQueueRps(cpus, flow_tables[q]))
         self.rps_active = [r.active for r in self.rps_queues]
+        # Queues whose polls may take the compiled UDP path (cpus.driver): no RPS to steer
+        # by, and only wildcard sockets, so the destination port alone picks the socket.
+        self.udp_fast = [not a and len(socks) > 0 and not socks.has_connected_sockets
+                         for a in self.rps_active]
+        self._grow_buffers(cfg["sys.class.net.eth0.napi_weight"])
         self.heads = np.zeros(self.ncpus, dtype=np.uint32)
 
         self.socks = socks
@@ -224,21 +241,67 @@ class Cpu:
     def _unmask_irq(self, queue: int) -> None:
         self.rx_rings[queue].set_user(RX_IRQ_MASKED, 0)
 
+    def _grow_buffers(self, n: int) -> None:
+        """The per-poll scratch the compiled driver path fills: one poll's skbs and entries."""
+        n = max(1, int(n))
+        self._skb_buf = np.empty(n, dtype=SKB)
+        self._skb_raw = self._skb_buf.view(np.uint8).reshape(n, SKB.itemsize)
+        self._ent_buf = np.empty(n, dtype=SOCK_ENTRY)
+        self._ent_raw = self._ent_buf.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize)
+
     def _driver_poll(self, n: Napi, budget: int) -> int:
         """The emulated driver's NAPI poll: clean up to budget descriptors of one RX ring."""
         q = n.queue
-        skbs = self.rx_rings[q].pop(budget)
-        work = len(skbs)
-        if work:
+        ring = self.rx_rings[q]
+        hdr = ring.hdr
+        cons = int(hdr[CONS])
+        work = min(budget, int(hdr[PROD]) - cons)
+        if work > 0:
+            counters = self.counters
+            if work > self._skb_buf.shape[0]:
+                self._grow_buffers(work)
+            if self.udp_fast[q]:
+                ok, counts, small = rx_clean_udp(ring.raw, cons, work, self._skb_raw,
+                                                 self.socks.port_map, len(self.socks),
+                                                 self._ent_raw)
+            else:
+                rx_clean(ring.raw, cons, work, self._skb_raw)
+                ok = False
+            hdr[CONS] = cons + work          # release the slots after reading them
             self.charge(work * self.cost_rx_frame)
             if self.gro:
                 self.charge(work * self.cost_gro)
-                skbs = gro_receive_batch(skbs, self.counters, q)
-            self.counters[C.NAPI_POLLS] += 1
-            self.netif_receive_skb_list(skbs, q)
+            if ok:
+                if self.gro:                         # no TCP: every frame is GRO_NORMAL
+                    counters[_GRO_RECEIVED] += work
+                    counters[_GRO_NORMAL] += work
+                counters[_NAPI_POLLS] += 1
+                self._deliver_udp(work, counts, small)
+            else:
+                skbs = self._skb_buf[:work].copy()
+                if self.gro:
+                    skbs = gro_receive_batch(skbs, counters, q)
+                counters[_NAPI_POLLS] += 1
+                self.netif_receive_skb_list(skbs, q)
+        elif work < 0:
+            raise AssertionError(f"RX ring {q}: producer index behind consumer index")
         if work < budget and self.napi_complete_done(n, work):
             self.unmask_irq(q)
         return work
+
+    def _deliver_udp(self, n: int, counts: np.ndarray, small: bool) -> None:
+        """deliver() for a batch that passed every check of the UDP fast path, its socket
+        entries already built (cpus.driver.rx_clean_udp)."""
+        counters = self.counters
+        counters[_PROCESSED] += n
+        res = DeliverResult()
+        res.ip = res.udp = n
+        counters[_IP_IN_RECEIVES] += n
+        queue_entries(self._ent_buf[:n], counts, small, counters, self.socks, res)
+        counters[_IP_IN_DELIVERS] += n
+        self.charge(n * (self.cost_netif_receive + self.cost_udp_rcv))
+        if res.woken:
+            self._wake_readers(res.woken)
 
     # -- the stack ---------------------------------------------------------------------------
     def skb_get_hash(self, skbs: np.ndarray) -> np.ndarray:
@@ -288,18 +351,22 @@ class Cpu:
         res = ip_rcv_deliver(skbs, parsed, self.counters, self.socks)
         self.charge(n * self.cost_netif_receive + res.udp * self.cost_udp_rcv
                     + res.tcp * self.cost_tcp_rcv)
-        for _sock, reader in res.woken:
+        if res.woken:
+            self._wake_readers(res.woken)
+
+    def _wake_readers(self, woken: list[tuple[int, int]]) -> None:
+        for _sock, reader in woken:
             if reader == self.id:
                 self.wake_user()
             elif self.cpu_counters is None:
                 self.wake_remote(reader)
-            elif not self.cpu_counters[reader][C.USER_ON_RQ]:
+            elif not self.cpu_counters[reader][_USER_ON_RQ]:
                 # try_to_wake_up: a task already on its runqueue, or already being woken,
                 # needs no IPI; the waker marks it (p->__state leaves TASK_INTERRUPTIBLE) so
                 # later wakers send none. The producer published the skb before it read
                 # USER_ON_RQ (its socket unlock is the barrier), and the reader re-checks its
                 # queues after clearing it (sleep_user).
-                self.cpu_counters[reader][C.USER_ON_RQ] = 1
+                self.cpu_counters[reader][_USER_ON_RQ] = 1
                 self.wake_remote(reader)
 
     def net_rps_send_ipi(self) -> None:

@@ -263,38 +263,28 @@ class UdpSocket:
         """enqueue_mask for entries that all have truesize ``size``: (accepted, woke).
 
         With equal sizes the 6.18 rule accepts a prefix: after the first refusal the room
-        left is smaller than every later skb. So the accepted count is plain arithmetic.
+        left is smaller than every later skb. So the accepted count is plain arithmetic, done
+        with the copy in one compiled call while the lock is held.
         """
         n = entries.shape[0]
         if n == 0:
             return 0, False
         ring = self.ring
         hdr = ring.hdr
+        ent = entries.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize)
         self.lock.acquire()
         try:
             if self.connected:
                 h = int(entries["hash"][-1])      # sock_rps_save_rxhash, last writer wins
                 if int(hdr[USER0 + U_RXHASH]) != h:
                     hdr[USER0 + U_RXHASH] = h
-            rmem = int(hdr[USER0 + U_RMEM])
-            was_empty = int(hdr[PROD]) == int(hdr[CONS])
-            n_acc = 0
-            if rmem == 0 and self.rcvbuf <= (INT_MAX >> 1):
-                n_acc = 1                     # "Accept the packet if queue is empty."
-                rmem = size
-            fit = (self.rcvbuf - rmem) // size
-            if fit > 0:
-                fit = min(fit, n - n_acc)
-                n_acc += fit
-                rmem += fit * size
+            n_acc, prod, was_empty = _push_uniform(hdr, ring.raw, ent, size, self.rcvbuf,
+                                                   self.rcvbuf <= (INT_MAX >> 1))
+            if n_acc < 0:
+                raise RuntimeError(f"socket ring of port {self.port} is too small "
+                                   f"({ring.capacity}) for rcvbuf {self.rcvbuf}")
             if n_acc:
-                pushed = ring.push(entries if n_acc == n else entries[:n_acc])
-                if pushed != n_acc:
-                    raise RuntimeError(f"socket ring of port {self.port} is too small "
-                                       f"({ring.capacity}) for rcvbuf {self.rcvbuf}")
-                hdr[USER0 + U_RMEM] = rmem
-            if n_acc < n:
-                hdr[USER0 + U_DROPS] = int(hdr[USER0 + U_DROPS]) + (n - n_acc)
+                hdr[PROD] = prod + n_acc      # publish only after the slots are written
         finally:
             self.lock.release()
         return n_acc, bool(n_acc and was_empty)
@@ -313,31 +303,100 @@ class UdpSocket:
         counters[_RECVMSG_CALLS] += 1
         if self.connected and sock_table is not None:
             record_flow(sock_table, int(hdr[USER0 + U_RXHASH]), cpu, ncpus)
-        entries = ring.pop(max(0, int(max_n)))
-        m = entries.shape[0]
-        rest = int(hdr[PROD]) - int(hdr[CONS])
-        if m == 0:
-            return entries, rest
-        sizes = entries["truesize"].astype(np.int64)
-        if self.defer_release:
-            released, deficit, reader_q = release_plan(
-                sizes, int(hdr[USER0 + U_DEFICIT]), int(hdr[USER0 + U_READER_Q]), rest,
-                self.forward_threshold)
-            hdr[USER0 + U_DEFICIT] = deficit
-            hdr[USER0 + U_READER_Q] = reader_q
-        else:
-            released = int(sizes.sum())
+        cons = int(hdr[CONS])
+        m = min(max(0, int(max_n)), int(hdr[PROD]) - cons)
+        if m <= 0:
+            return ring.slots[:0].copy(), int(hdr[PROD]) - cons
+        out = np.empty(m, dtype=SOCK_ENTRY)
+        released = _recv(hdr, ring.raw, cons, out.view(np.uint8).reshape(m, SOCK_ENTRY.itemsize),
+                         counters, self.forward_threshold, self.defer_release)
+        hdr[CONS] = cons + m                # release the slots only after they are read
         if released:
             self.lock.acquire()             # the slots are already released: rmem >= queued
             try:
                 hdr[USER0 + U_RMEM] = int(hdr[USER0 + U_RMEM]) - released
             finally:
                 self.lock.release()
-        counters[_UDP_IN_DATAGRAMS] += m
-        counters[_USER_DATAGRAMS] += m
-        per = np.bincount(entries["src"], weights=entries["segs"], minlength=MAX_SOURCES)
-        counters[_SRC_DELIVERED0:_SRC_DELIVERED0 + MAX_SOURCES] += per[:MAX_SOURCES].astype(np.uint64)
-        return entries, int(hdr[PROD]) - int(hdr[CONS])
+        return out, int(hdr[PROD]) - int(hdr[CONS])
+
+
+@njit(cache=True, nogil=True)
+def _push_uniform(hdr, raw, ent, size, rcvbuf, empty_ok):
+    """The body of enqueue_uniform under the lock: accept a prefix of ent (raw SOCK_ENTRY
+    rows) by the 6.18 rule, copy it into the ring's slots, update sk_rmem_alloc and sk_drops.
+    Returns (accepted, producer index before, queue was empty); accepted is -1 when the
+    ring cannot hold them (nothing written). The caller publishes the producer index."""
+    n = ent.shape[0]
+    prod = np.int64(hdr[PROD])
+    cons = np.int64(hdr[CONS])
+    rmem = np.int64(hdr[USER0 + U_RMEM])
+    n_acc = 0
+    if rmem == 0 and empty_ok:
+        n_acc = 1                           # "Accept the packet if queue is empty."
+        rmem = size
+    fit = (rcvbuf - rmem) // size
+    if fit > 0:
+        fit = min(fit, n - n_acc)
+        n_acc += fit
+        rmem += fit * size
+    cap = raw.shape[0]
+    if n_acc > cap - (prod - cons):
+        return -1, prod, prod == cons
+    start = prod & (cap - 1)
+    first = min(n_acc, cap - start)
+    raw[start:start + first] = ent[:first]
+    if first < n_acc:
+        raw[:n_acc - first] = ent[first:n_acc]
+    if n_acc:
+        hdr[USER0 + U_RMEM] = np.uint64(rmem)
+    if n_acc < n:
+        hdr[USER0 + U_DROPS] = np.uint64(np.int64(hdr[USER0 + U_DROPS]) + (n - n_acc))
+    return n_acc, prod, prod == cons
+
+
+@njit(cache=True, nogil=True)
+def _recv(hdr, raw, cons, out, counters, threshold, defer):
+    """udp_recvmsg's dequeue of out.shape[0] entries from slot index cons (raw SOCK_ENTRY
+    rows, copied into out), the MIB and per-source delivered counts, and the lazy rmem
+    release (udp_rmem_release, partial): returns the truesize to give back now."""
+    m = out.shape[0]
+    cap = raw.shape[0]
+    start = cons & (cap - 1)
+    first = min(m, cap - start)
+    out[:first] = raw[start:start + first]
+    if first < m:
+        out[first:m] = raw[:m - first]
+    rest = np.int64(hdr[PROD]) - cons - m
+    sizes = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        r = out[i]
+        sizes[i] = (np.int64(r[12]) | (np.int64(r[13]) << 8) | (np.int64(r[14]) << 16)
+                    | (np.int64(r[15]) << 24))
+        src = np.int64(r[20])
+        if src < MAX_SOURCES:
+            counters[_SRC_DELIVERED0 + src] += np.uint64(r[22]) | (np.uint64(r[23]) << np.uint64(8))
+    if defer:
+        released, deficit, reader_q = _release_plan(sizes, np.int64(hdr[USER0 + U_DEFICIT]),
+                                                    np.int64(hdr[USER0 + U_READER_Q]), rest,
+                                                    threshold)
+        hdr[USER0 + U_DEFICIT] = np.uint64(deficit)
+        hdr[USER0 + U_READER_Q] = np.uint64(reader_q)
+    else:
+        released = sizes.sum()
+    counters[_UDP_IN_DATAGRAMS] += np.uint64(m)
+    counters[_USER_DATAGRAMS] += np.uint64(m)
+    return released
+
+
+def warm() -> None:
+    """Compile (or load) this module's kernels with the argument types a run uses."""
+    ring = Ring.local(SOCK_ENTRY, 4)
+    ent = np.zeros((1, SOCK_ENTRY.itemsize), dtype=np.uint8)
+    from emu.counters import cpu_block
+    counters = cpu_block()
+    _push_uniform(ring.hdr, ring.raw, ent, 2624, 1 << 20, True)
+    _recv(ring.hdr, ring.raw, 0, ent, counters, 1 << 18, True)
+    release_plan(np.zeros(1, dtype=np.int64), 0, 0, 0, 1)
 
 
 def record_flow(sock_table: np.ndarray, hash_: int, cpu: int, ncpus: int) -> None:

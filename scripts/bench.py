@@ -284,6 +284,7 @@ def _counters(cl: Cluster) -> dict:
         "loops": cpu[:, C.LOOPS].copy(),
         "nic_loops": int(nic[N.LOOPS]),
         "irqs": int(sum(nic[nq(q, Q_IRQS)] for q in range(len(v.rx)))),
+        "res": int(cpu[:, C.RES].sum()),
         "polls": int(cpu[:, C.NAPI_POLLS].sum() + cpu[:, C.BACKLOG_POLLS].sum()),
         "times": cpu[:, T0:T0 + 7].copy(),
         "proc_cpu": _proc_cpu(cl),
@@ -340,6 +341,7 @@ def measure(label: str, cfg, warmup: float, window: float, drain: float, run_roo
         "per_cpu_loops_per_s": [round(float(x) / secs, 1) for x in (b["loops"] - a["loops"])],
         "nic_loops_per_s": round((b["nic_loops"] - a["nic_loops"]) / secs, 1),
         "irqs_per_s": round((b["irqs"] - a["irqs"]) / secs, 1),
+        "resched_ipis_per_s": round((b["res"] - a["res"]) / secs, 1),
         "per_cpu_idle_share": [round(float(s[5]), 3) for s in share],
         "real_core_share": {r: round((b["proc_cpu"][r] - a["proc_cpu"].get(r, 0.0)) / secs, 3)
                             for r in b["proc_cpu"]},

@@ -1,0 +1,159 @@
+"""The compiled driver poll (cpus.driver) against the general path it short-cuts.
+
+Two hosts get the same frames; one has the UDP fast path switched off on every queue. Every
+counter of every CPU, every socket's queue and header, and what each reader read must be
+identical, for UDP-only traffic (fast path taken), for mixed and malformed batches (fast
+path refused), with receive-buffer drops, NoPorts and jumbo frames.
+"""
+
+import numpy as np
+import pytest
+
+import cpus.kernel as kernel
+from cpus.driver import rx_clean, rx_clean_udp
+from emu.counters import C
+from emu.ring import Ring
+from emu.skb import SKB
+
+from .harness import Host
+
+UDP = {"name": "u", "proto": "udp", "rate_pps": 1000.0, "flows": 64,
+       "dst_ports": [9000, 9001, 9002, 9003, 9009], "frame_len": 128}
+TCP = {"name": "t", "proto": "tcp", "rate_pps": 1000.0, "flows": 8,
+       "dst_ports": [80], "frame_len": 600}
+JUMBO = dict(UDP, name="j", frame_len=3000)
+
+
+def make(sources, sets=(), fast=True):
+    h = Host(ncpus=2, sets=["ethtool.rx_queues=2", "net.core.rmem_default=65536", *sets],
+             sources=sources)
+    h.read = {c: [] for c in range(2)}
+    for c, cpu in enumerate(h.cpus):
+        cpu.on_read = lambda e, c=c: h.read[c].append(e.copy())
+        if not fast:
+            cpu.udp_fast = [False] * len(cpu.udp_fast)
+    return h
+
+
+def drive(h, batches, corrupt=None):
+    for b in batches:
+        b = b.copy()
+        if corrupt is not None:
+            corrupt(b)
+        h.dma(b)
+        for q in np.unique(b["queue"]):
+            h.raise_irq(int(q), int(q) % 2)
+        h.run_all()
+
+
+def same(a, b):
+    for c in range(2):
+        assert np.array_equal(a.counters[c], b.counters[c]), f"cpu{c} counters differ"
+        ra = np.concatenate(a.read[c]) if a.read[c] else np.zeros(0)
+        rb = np.concatenate(b.read[c]) if b.read[c] else np.zeros(0)
+        assert np.array_equal(ra, rb), f"cpu{c} read different datagrams"
+    for sa, sb in zip(a.sockets, b.sockets):
+        assert np.array_equal(sa.ring.hdr, sb.ring.hdr)
+        assert np.array_equal(sa.ring.slots, sb.ring.slots)
+    for ra, rb in zip(a.rx, b.rx):
+        assert np.array_equal(ra.hdr, rb.hdr)
+
+
+def run_pair(sources, nbatches, per_batch, sets=(), corrupt=None, monkeypatch=None):
+    calls = {"fast": 0}
+    if monkeypatch is not None:
+        real = kernel.rx_clean_udp
+
+        def counting(*args):
+            calls["fast"] += 1
+            return real(*args)
+        monkeypatch.setattr(kernel, "rx_clean_udp", counting)
+    fast, slow = make(sources, sets), make(sources, sets, fast=False)
+    for h in (fast, slow):
+        batches = [np.concatenate([h.frames(i, per_batch, t0=k * 10**6)
+                                   for i in range(len(sources))])
+                   for k in range(nbatches)]
+        batches = [b[np.argsort(b["ts"], kind="stable")] for b in batches]
+        drive(h, batches, corrupt)
+    same(fast, slow)
+    return fast, calls
+
+
+def test_udp_only_takes_the_fast_path_and_matches(monkeypatch):
+    h, calls = run_pair([UDP], 12, 300, monkeypatch=monkeypatch)
+    c = h.counters[0] + h.counters[1]
+    assert calls["fast"] > 0
+    assert c[C.PROCESSED] == 12 * 300
+    assert c[C.UDP_NO_PORTS] > 0                      # port 9009 has no socket
+    assert c[C.UDP_RCVBUF_ERRORS] > 0                 # 64 KiB buffers overflow
+    assert c[C.USER_DATAGRAMS] > 0
+
+
+def test_udp_with_gro_off_matches():
+    run_pair([UDP], 6, 200, sets=["sys.class.net.eth0.gro=false"])
+
+
+def test_mixed_tcp_batches_fall_back_and_match():
+    h, _ = run_pair([UDP, TCP], 6, 150)
+    c = h.counters[0] + h.counters[1]
+    assert c[C.TCP_IN_SEGS] > 0 and c[C.IP_IN_DELIVERS] > 0
+
+
+def test_jumbo_frames_match():
+    h, _ = run_pair([JUMBO], 4, 100)
+    c = h.counters[0] + h.counters[1]
+    assert c[C.UDP_RCVBUF_ERRORS] > 0
+
+
+def test_a_bad_checksum_falls_back_and_is_dropped_the_same_way():
+    def corrupt(b):
+        b["head"][5, 24] ^= 0xFF                      # IPv4 header checksum byte
+    h, _ = run_pair([UDP], 4, 200, corrupt=corrupt)
+    c = h.counters[0] + h.counters[1]
+    assert c[C.IP_IN_HDR_ERRORS] == 4
+
+
+def test_rps_disables_the_fast_path_on_its_queue():
+    h = make([UDP], ["sys.class.net.eth0.queues.rx-0.rps_cpus=3"])
+    assert h.cpus[0].udp_fast == [False, True]
+
+
+def test_rx_clean_wraps_around_the_ring():
+    ring = Ring.local(SKB, 8)
+    b = np.zeros(8, dtype=SKB)
+    b["seq"] = np.arange(8)
+    ring.push(b[:6])
+    ring.hdr[8] = 6                                   # consumer at 6: the next 5 slots wrap
+    b["seq"] = np.arange(100, 108)
+    assert ring.push(b[:5]) == 5
+    out = np.zeros((5, SKB.itemsize), dtype=np.uint8)
+    rx_clean(ring.raw, 6, 5, out)
+    assert out.view(SKB).reshape(5)["seq"].tolist() == [100, 101, 102, 103, 104]
+
+
+def test_rx_clean_udp_refuses_a_tcp_frame():
+    h = make([UDP, TCP])
+    b = np.concatenate([h.frames(0, 3), h.frames(1, 1)])
+    ring = Ring.local(SKB, 8)
+    ring.push(b)
+    out = np.zeros((4, SKB.itemsize), dtype=np.uint8)
+    ent = np.zeros((4, 24), dtype=np.uint8)
+    socks = h.cpus[0].socks
+    ok, counts, _ = rx_clean_udp(ring.raw, 0, 4, out, socks.port_map, len(socks), ent)
+    assert not ok
+    assert np.array_equal(out.view(SKB).reshape(4), b)          # still copied for the slow path
+    ok, counts, small = rx_clean_udp(ring.raw, 0, 3, out, socks.port_map, len(socks), ent)
+    assert ok and small and counts.sum() == 3
+
+
+@pytest.mark.parametrize("budget", [64, 200])
+def test_a_poll_budget_above_the_weight_grows_the_scratch(budget):
+    h = make([UDP])
+    cpu = h.cpus[0]
+    b = h.frames(0, 300)
+    h.dma(b[b["queue"] == 0])
+    n = cpu.napis[0]
+    n.state = 1                                       # scheduled, as napi_poll requires
+    work = cpu._driver_poll(n, budget)
+    assert work == min(budget, int((b["queue"] == 0).sum()))
+    assert cpu.counters[C.PROCESSED] == work
