@@ -22,6 +22,9 @@ from .protocol import Msg, endpoint, pack, unpack
 
 PR_SET_PDEATHSIG = 1
 PR_SET_TIMERSLACK = 29
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # glibc mallopt parameters
+MMAP_THRESHOLD = 32 << 20                         # glibc's largest allowed value (64-bit)
+TRIM_THRESHOLD = 128 << 20
 
 
 class Orphaned(SystemExit):
@@ -38,14 +41,35 @@ def bootstrap(title: str, parent_pid: int) -> None:
     signal.signal(signal.SIGTERM, _on_term)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # Short sleeps pace the NIC and throttle CPUs to their modelled cost: with the
-        # default 50 us slack a 50 us sleep takes ~106 us, with 1 ns ~59 us.
-        libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    except OSError:
+        libc = None
+    if libc is not None:
+        try:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            # Short sleeps pace the NIC and throttle CPUs to their modelled cost: with the
+            # default 50 us slack a 50 us sleep takes ~106 us, with 1 ns ~59 us.
+            libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+        except AttributeError:
+            pass
+        _keep_heap(libc)
     if os.getppid() != parent_pid:
         raise Orphaned(1)
+
+
+def _keep_heap(libc) -> None:
+    """Serve every numpy temporary from the heap and keep freed memory in the process.
+
+    A NIC turn allocates arrays of a few MB; with glibc's defaults each one is a fresh
+    mmap whose pages fault in one by one on first touch and go back to the kernel on free,
+    which made a 10 000-frame turn 5x slower than the work itself (measured: 2.0 ms -> 0.37
+    ms). Not glibc (no mallopt): left as it is.
+    """
+    try:
+        mallopt = libc.mallopt
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    except AttributeError:
+        pass
 
 
 class Control:
