@@ -14,12 +14,13 @@ store then follows every read of the slots in program order, which x86 keeps (TS
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from emu.jit import kernel
 
 from .ip import _sock_entries, _udp4_ok
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def rx_clean(ring_raw, cons, n, out) -> None:
     """Copy the n descriptors from slot index cons on (raw ring rows) into out[:n]."""
     cap = ring_raw.shape[0]
@@ -30,7 +31,7 @@ def rx_clean(ring_raw, cons, n, out) -> None:
         out[first:n] = ring_raw[:n - first]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def rx_clean_udp(ring_raw, cons, n, out, port_map, nsock, ent_out):
     """rx_clean, then: (all valid UDP, entries per group, every skb no longer than RX_BUF).
 

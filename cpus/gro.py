@@ -29,9 +29,9 @@ Deliberate deviations:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from emu.counters import C, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0
+from emu.jit import kernel
 
 GRO_HASH_BUCKETS = 8
 MAX_GRO_SKBS = 8
@@ -96,7 +96,7 @@ def _ipv4_csum_set(head: np.ndarray) -> None:
     head[:, 25] = c & 0xFF
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _any_tcp(raw) -> bool:
     """Whether any row (raw SKB record bytes) has IP protocol TCP."""
     for i in range(raw.shape[0]):

@@ -39,9 +39,9 @@ L4 checksums (the NIC reports CHECKSUM_UNNECESSARY), raw sockets, VLAN tags.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from emu.counters import MAX_SOURCES, NR_DROP, SRC_DELIVERED0, SRC_DROP0, C, Drop, count_per_source
+from emu.jit import kernel
 
 from .sock import (BIG_STEP, RX_BUF, SKB_DATA_ALIGN_SHINFO, SKB_DATA_ALIGN_SKBUFF, SOCK_ENTRY,
                    SocketTable, truesize_of)
@@ -88,7 +88,7 @@ _PUBLIC = frozenset(("ethertype", "is_ipv4", "version", "ihl", "hlen", "tot_len"
                      "hdr_ok", "ip_len"))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _udp4_ok(raw) -> bool:
     """Every row (the raw bytes of an SKB record) an IPv4 (ihl 5) UDP datagram that passes
     ip_rcv_core and the UDP length checks: ethertype, version/ihl, protocol, header checksum,
@@ -349,7 +349,7 @@ def _udp_rcv(skbs, parsed, is_udp, counters, socks, res) -> None:
                     counters, socks, res)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _sock_entries(raw, sidx, port_map, nsock, out):
     """Socket entries (SOCK_ENTRY bytes, into out) for UDP skbs (raw SKB record bytes),
     grouped by socket in skb order: first the skbs with no socket, then socket 0, 1, ...
@@ -396,7 +396,7 @@ def _sock_entries(raw, sidx, port_map, nsock, out):
     return counts, small
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _count_src_segs(raw, ranges, per_source):
     """per_source[src] += segs for the socket entries (raw SOCK_ENTRY bytes) in the row ranges
     [a, b) of ranges."""

@@ -45,9 +45,9 @@ Kernel rules followed (6.18, net/ipv4/udp.c, include/net/rps.h, include/linux/sk
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
+from emu.jit import kernel
 from emu.ring import CONS, PROD, USER0, Ring
 
 from .rps import rps_cpu_mask
@@ -161,7 +161,7 @@ def release_plan(sizes: np.ndarray, deficit: int, reader_q: int, rest: int,
     return int(r), int(d), int(q)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _release_plan(sizes, deficit, reader_q, rest, threshold):
     m = sizes.shape[0]
     if m == 0:
@@ -320,7 +320,7 @@ class UdpSocket:
         return out, int(hdr[PROD]) - int(hdr[CONS])
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _push_uniform(hdr, raw, ent, size, rcvbuf, empty_ok):
     """The body of enqueue_uniform under the lock: accept a prefix of ent (raw SOCK_ENTRY
     rows) by the 6.18 rule, copy it into the ring's slots, update sk_rmem_alloc and sk_drops.
@@ -354,7 +354,7 @@ def _push_uniform(hdr, raw, ent, size, rcvbuf, empty_ok):
     return n_acc, prod, prod == cons
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _recv(hdr, raw, cons, out, counters, threshold, defer):
     """udp_recvmsg's dequeue of out.shape[0] entries from slot index cons (raw SOCK_ENTRY
     rows, copied into out), the MIB and per-source delivered counts, and the lazy rmem

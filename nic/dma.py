@@ -9,15 +9,15 @@ Per-queue packet and byte counts are the NIC's own (hardware) counters, kept at 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from emu.counters import SRC_RING_DROP0, SRC_SENT0, N, Q_BYTES, Q_DROPS, Q_PACKETS, nq
+from emu.jit import kernel
 from emu.skb import SKB, empty
 
 _V_SKB = np.dtype((np.void, SKB.itemsize))
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def admit(queue, free, drops):
     """Frames in arrival order claim a slot of their queue's ring while one is free.
 
@@ -36,7 +36,7 @@ def admit(queue, free, drops):
     return keep
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def group_by_queue(queue, nqueues):
     """A stable permutation that puts frames queue by queue, and each queue's count."""
     counts = np.zeros(nqueues, dtype=np.int64)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from emu.jit import kernel
 from emu.skb import HEAD, SKB
 
 from .rss import ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP, Rss
@@ -257,7 +257,7 @@ _B_QUEUE, _B_L4, _B_SRC, _B_SW, _B_HEAD = 26, 27, 28, 29, 32
 _IP = ETH_HLEN
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _build(heads, flow_hash, flow_l4, flow_queue, next_id, next_seq, tcp, payload_len,
            frame_len, src_index, ts, flow, seqs, seq0, keep, out8, out16, out32, out64):
     """Frames in sending order: advance each flow's sender state for every frame, write the
