@@ -70,6 +70,9 @@ _cpu_names = [
     # user task
     "RECVMSG_CALLS", "USER_DATAGRAMS",
     "USER_ON_RQ",           # 1 while the user task is runnable (what a remote ttwu reads)
+    # messages sent to this CPU's inbox (IRQs, IPIs): each sender adds 1 atomically before
+    # it sends, so the CPU looks into ZeroMQ only while one it has not taken is on its way
+    "INBOX_SENT",
     # heartbeat of the process loop (increases while the CPU process runs)
     "LOOPS",
 ]

@@ -16,10 +16,11 @@ import traceback
 import zmq
 
 from cpus.kernel import RX_IRQ_MASKED
+from emu import atomic
 from emu.child import Control, Orphaned, bootstrap, report_crash
 from emu.clock import DilatedClock
 from emu.config import Config
-from emu.counters import N, Q_IRQS, nq
+from emu.counters import C, N, Q_IRQS, nq
 from emu.protocol import Msg, endpoint, pack
 from emu.shm import Layout, Segment, Views
 
@@ -55,6 +56,7 @@ def main(cfg_dict: dict, run_id: str, shm_name: str, parent_pid: int) -> None:
             pushes[c] = s
         irq_msg = [pack(run_id, Msg.IRQ, q) for q in range(nqueues)]
         warm(sources, nqueues)
+        atomic.warm()
         ctl = Control(ctx, run_id, "nic", parent_pid)
         clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
         _run(clock, views, sources, coal, target, pushes, irq_msg, ctl)
@@ -71,6 +73,8 @@ def main(cfg_dict: dict, run_id: str, shm_name: str, parent_pid: int) -> None:
 
 def _run(clock, views, sources, coal, target, pushes, irq_msg, ctl) -> None:
     c = views.nic
+    cpu_blocks = views.cpu
+    sent = int(C.INBOX_SENT)
     rings = views.rx
     nqueues = len(rings)
     generating = True
@@ -95,6 +99,7 @@ def _run(clock, views, sources, coal, target, pushes, irq_msg, ctl) -> None:
             if coal[q].update(now, len(ring), bool(ring.user(RX_IRQ_MASKED))):
                 ring.set_user(RX_IRQ_MASKED, 1)
                 c[nq(q, Q_IRQS)] += 1
+                atomic.fetch_add(cpu_blocks[target[q]], sent)   # counted before it is sent
                 pushes[target[q]].send(irq_msg[q])
             d = coal[q].next_deadline()
             if d is not None and d < deadline:
