@@ -408,8 +408,8 @@ def main(argv=None) -> int:
                          "wait ~1 ms for a real core)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config setting for every emulator run (repeatable), as emu run --set")
-    ap.add_argument("--rate", type=float, default=3e6,
-                    help="offered load in emulated frames/s (default 3e6, more than the "
+    ap.add_argument("--rate", type=float, default=5e6,
+                    help="offered load in emulated frames/s (default 5e6, more than the "
                          "emulator processes, so the RX rings overflow)")
     ap.add_argument("--flows", type=int, default=256, help="flows of the UDP source")
     ap.add_argument("--cpus", default="1,2,4", help="CPU counts for the full path")
