@@ -8,6 +8,7 @@ atomic_long_add_return() does.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import types
 from numba.core import cgutils
@@ -41,6 +42,12 @@ def fetch_add(ary: np.ndarray, i: int, v: int = 1) -> int:
     """Atomically add v to ary[i] (a uint64 array); return the value before."""
     if not 0 <= i < ary.shape[0]:
         raise IndexError(f"index {i} out of range for {ary.shape[0]} words")
+    if numba.config.DISABLE_JIT:
+        # Debugging without compilation only: not atomic. A lost increment can leave one
+        # message in a CPU's inbox until its next idle wait (see cpus/process.py).
+        old = int(ary[i])
+        ary[i] = (old + int(v)) & 0xFFFFFFFFFFFFFFFF
+        return old
     return int(_fetch_add(ary, i, np.uint64(v)))
 
 
