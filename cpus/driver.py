@@ -16,8 +16,15 @@ from __future__ import annotations
 import numpy as np
 
 from emu.jit import kernel
+from emu.skb import SKB
 
+from .gro import _any_tcp
 from .ip import _sock_entries, _udp4_ok
+
+
+_HASH = SKB.fields["hash"][1]
+_L4_HASH = SKB.fields["l4_hash"][1]
+_SW_HASH = SKB.fields["sw_hash"][1]
 
 
 @kernel
@@ -47,9 +54,51 @@ def rx_clean_udp(ring_raw, cons, n, out, port_map, nsock, ent_out):
     return True, counts, small
 
 
+@kernel
+def rx_clean_rps(ring_raw, cons, n, out, rps_map, ncpus, gro, grouped):
+    """rx_clean, then get_rps_cpu by the RPS map alone, the skbs grouped by where they go.
+
+    Only for batches that GRO leaves as they are (no TCP while GRO is on) and whose skbs all
+    carry a hash already (the NIC's L4 hash, or a software one: skb_get_hash has nothing to
+    compute). Per skb, as get_rps_cpu without a flow table: hash 0 -> no steering; else
+    cpu = map[(hash * len(map)) >> 32] (reciprocal_scale), used if it is online.
+    Returns (taken, counts): counts[0] skbs for this CPU's own stack (no steering), then
+    counts[1 + c] for CPU c's backlog, each group in grouped in that order, skb order kept.
+    taken is False (nothing grouped) for a batch this path does not cover.
+    """
+    rx_clean(ring_raw, cons, n, out)
+    counts = np.zeros(ncpus + 1, dtype=np.int64)
+    raw = out[:n]
+    if gro and _any_tcp(raw):
+        return False, counts
+    group = np.empty(n, dtype=np.int64)
+    mlen = np.int64(rps_map.shape[0])
+    for i in range(n):
+        r = raw[i]
+        if r[_L4_HASH] == 0 and r[_SW_HASH] == 0:
+            return False, np.zeros(ncpus + 1, dtype=np.int64)
+        h = (np.int64(r[_HASH]) | (np.int64(r[_HASH + 1]) << 8) | (np.int64(r[_HASH + 2]) << 16)
+             | (np.int64(r[_HASH + 3]) << 24))
+        g = 0
+        if h != 0:
+            pick = rps_map[(h * mlen) >> 32]
+            if pick < ncpus:
+                g = pick + 1
+        group[i] = g
+        counts[g] += 1
+    at = np.zeros(ncpus + 1, dtype=np.int64)
+    for g in range(1, ncpus + 1):
+        at[g] = at[g - 1] + counts[g - 1]
+    for i in range(n):
+        grouped[at[group[i]]] = raw[i]
+        at[group[i]] += 1
+    return True, counts
+
+
 def warm(skb_size: int, entry_size: int) -> None:
     ring = np.zeros((2, skb_size), dtype=np.uint8)
     out = np.zeros((2, skb_size), dtype=np.uint8)
     ent = np.zeros((2, entry_size), dtype=np.uint8)
     rx_clean(ring, 0, 1, out)
     rx_clean_udp(ring, np.int64(0), 1, out, np.full(65536, -1, dtype=np.int16), 1, ent)
+    rx_clean_rps(ring, 0, 1, out, np.zeros(1, dtype=np.int64), 1, True, out.copy())

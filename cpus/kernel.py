@@ -20,7 +20,7 @@ from emu.ring import CONS, PROD, Ring
 from emu.skb import SKB
 
 from . import backlog as bl
-from .driver import rx_clean, rx_clean_udp
+from .driver import rx_clean, rx_clean_rps, rx_clean_udp
 from .flow_limit import FlowLimit
 from .gro import gro_receive_batch
 from .ip import DeliverResult, ip_rcv_deliver, parse, queue_entries
@@ -137,6 +137,10 @@ class Cpu:
         # by, and only wildcard sockets, so the destination port alone picks the socket.
         self.udp_fast = [not a and len(socks) > 0 and not socks.has_connected_sockets
                          for a in self.rps_active]
+        # Queues whose steering is the RPS map alone (no RFS): cpus.driver.rx_clean_rps.
+        rfs = sock_table is not None and len(sock_table) > 0
+        self.rps_map_only = [r.map is not None and not (rfs and r.flow_table is not None)
+                             for r in self.rps_queues]
         self._grow_buffers(cfg["sys.class.net.eth0.napi_weight"])
         self.heads = np.zeros(self.ncpus, dtype=np.uint32)
 
@@ -248,6 +252,8 @@ class Cpu:
         self._skb_raw = self._skb_buf.view(np.uint8).reshape(n, SKB.itemsize)
         self._ent_buf = np.empty(n, dtype=SOCK_ENTRY)
         self._ent_raw = self._ent_buf.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize)
+        self._grp_buf = np.empty(n, dtype=SKB)
+        self._grp_raw = self._grp_buf.view(np.uint8).reshape(n, SKB.itemsize)
 
     def _driver_poll(self, n: Napi, budget: int) -> int:
         """The emulated driver's NAPI poll: clean up to budget descriptors of one RX ring."""
@@ -260,10 +266,16 @@ class Cpu:
             counters = self.counters
             if work > self._skb_buf.shape[0]:
                 self._grow_buffers(work)
+            steered = False
             if self.udp_fast[q]:
                 ok, counts, small = rx_clean_udp(ring.raw, cons, work, self._skb_raw,
                                                  self.socks.port_map, len(self.socks),
                                                  self._ent_raw)
+            elif self.rps_map_only[q]:
+                steered, counts = rx_clean_rps(ring.raw, cons, work, self._skb_raw,
+                                               self.rps_queues[q].map, self.ncpus, self.gro,
+                                               self._grp_raw)
+                ok = False
             else:
                 rx_clean(ring.raw, cons, work, self._skb_raw)
                 ok = False
@@ -271,7 +283,13 @@ class Cpu:
             self.charge(work * self.cost_rx_frame)
             if self.gro:
                 self.charge(work * self.cost_gro)
-            if ok:
+            if steered:
+                if self.gro:                         # no TCP: every frame is GRO_NORMAL
+                    counters[_GRO_RECEIVED] += work
+                    counters[_GRO_NORMAL] += work
+                counters[_NAPI_POLLS] += 1
+                self._steer_grouped(counts)
+            elif ok:
                 if self.gro:                         # no TCP: every frame is GRO_NORMAL
                     counters[_GRO_RECEIVED] += work
                     counters[_GRO_NORMAL] += work
@@ -288,6 +306,20 @@ class Cpu:
         if work < budget and self.napi_complete_done(n, work):
             self.unmask_irq(q)
         return work
+
+    def _steer_grouped(self, counts: np.ndarray) -> None:
+        """netif_receive_skb_list for a batch cpus.driver.rx_clean_rps already steered:
+        enqueue each target's skbs (CPUs in ascending order), then deliver the unsteered."""
+        grouped = self._grp_buf
+        counts = counts.tolist()
+        at = counts[0]
+        for c in range(self.ncpus):
+            k = counts[c + 1]
+            if k:
+                bl.enqueue_to_backlog(self, grouped[at:at + k], self.backlogs[c])
+                at += k
+        if counts[0]:
+            self.deliver(grouped[:counts[0]])
 
     def _deliver_udp(self, n: int, counts: np.ndarray, small: bool) -> None:
         """deliver() for a batch that passed every check of the UDP fast path, its socket

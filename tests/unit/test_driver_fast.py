@@ -1,6 +1,7 @@
 """The compiled driver poll (cpus.driver) against the general path it short-cuts.
 
-Two hosts get the same frames; one has the UDP fast path switched off on every queue. Every
+Two hosts get the same frames; one has the compiled paths (UDP delivery, RPS steering by
+the map) switched off on every queue. Every
 counter of every CPU, every socket's queue and header, and what each reader read must be
 identical, for UDP-only traffic (fast path taken), for mixed and malformed batches (fast
 path refused), with receive-buffer drops, NoPorts and jumbo frames.
@@ -32,6 +33,7 @@ def make(sources, sets=(), fast=True):
         cpu.on_read = lambda e, c=c: h.read[c].append(e.copy())
         if not fast:
             cpu.udp_fast = [False] * len(cpu.udp_fast)
+            cpu.rps_map_only = [False] * len(cpu.rps_map_only)
     return h
 
 
@@ -157,3 +159,63 @@ def test_a_poll_budget_above_the_weight_grows_the_scratch(budget):
     work = cpu._driver_poll(n, budget)
     assert work == min(budget, int((b["queue"] == 0).sum()))
     assert cpu.counters[C.PROCESSED] == work
+
+
+# -- RPS by the map alone (cpus.driver.rx_clean_rps) ------------------------------------------
+
+RPS = ["sys.class.net.eth0.queues.rx-0.rps_cpus=3", "sys.class.net.eth0.queues.rx-1.rps_cpus=3"]
+
+
+def counting_rps(monkeypatch):
+    calls = {"taken": 0, "refused": 0}
+    real = kernel.rx_clean_rps
+
+    def wrapper(*args):
+        taken, counts = real(*args)
+        calls["taken" if taken else "refused"] += 1
+        return taken, counts
+    monkeypatch.setattr(kernel, "rx_clean_rps", wrapper)
+    return calls
+
+
+def test_rps_map_steering_takes_the_compiled_path_and_matches(monkeypatch):
+    calls = counting_rps(monkeypatch)
+    h, _ = run_pair([UDP], 10, 300, sets=RPS)
+    c = h.counters[0] + h.counters[1]
+    assert calls["taken"] > 0 and calls["refused"] == 0
+    assert c[C.RECEIVED_RPS] > 0 and c[C.BACKLOG_ENQUEUED] > 0
+    assert c[C.PROCESSED] == 10 * 300
+
+
+def test_rps_with_backlog_and_flow_limit_drops_matches(monkeypatch):
+    calls = counting_rps(monkeypatch)
+    h, _ = run_pair([UDP], 6, 400, sets=RPS + ["net.core.netdev_max_backlog=40",
+                                                "net.core.flow_limit_cpu_bitmap=3"])
+    c = h.counters[0] + h.counters[1]
+    assert calls["taken"] > 0
+    assert c[C.BACKLOG_DROP_QLEN] + c[C.BACKLOG_DROP_FLOW_LIMIT] > 0
+
+
+def test_rps_with_tcp_and_gro_falls_back_and_matches(monkeypatch):
+    calls = counting_rps(monkeypatch)
+    run_pair([UDP, TCP], 4, 150, sets=RPS)
+    assert calls["refused"] > 0
+
+
+def test_rps_with_tcp_and_gro_off_is_steered_and_matches(monkeypatch):
+    calls = counting_rps(monkeypatch)
+    h, _ = run_pair([UDP, TCP], 4, 150, sets=RPS + ["sys.class.net.eth0.gro=false"])
+    assert calls["taken"] > 0 and calls["refused"] == 0
+    assert (h.counters[0] + h.counters[1])[C.TCP_IN_SEGS] > 0
+
+
+def test_rps_with_l3_nic_hashes_falls_back_to_the_software_hash_and_matches(monkeypatch):
+    calls = counting_rps(monkeypatch)
+    run_pair([UDP], 4, 150, sets=RPS + ["ethtool.udp4_hash=sd"])
+    assert calls["refused"] > 0 and calls["taken"] == 0
+
+
+def test_rfs_queues_keep_the_general_path():
+    h = make([UDP], RPS + ["net.core.rps_sock_flow_entries=4096",
+                           "sys.class.net.eth0.queues.rx-0.rps_flow_cnt=256"])
+    assert h.cpus[0].rps_map_only == [False, True]
