@@ -416,7 +416,9 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
         counters[_UDP_NO_PORTS] += n
         _drop(res, counters, _D_NOPORTS, skbs)
         return
-    sidx = socks.lookup(dport, saddr, sport) if socks.has_connected_sockets else _NO_SIDX
+    # int64 always: a kernel meeting a new argument type compiles then, inside traffic
+    sidx = (socks.lookup(dport, saddr, sport).astype(np.int64)
+            if socks.has_connected_sockets else _NO_SIDX)
     raw = np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE)
     out = np.empty(n, dtype=SOCK_ENTRY)
     counts, uniform = _sock_entries(raw, sidx, socks.port_map, len(socks),

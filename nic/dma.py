@@ -99,7 +99,7 @@ def dma_arrivals(sources, t_from: int, t_to: int, seq: int, rings, c: np.ndarray
     if len(batches) > 1:
         batch = batch[np.argsort(batch["ts"], kind="stable")]
     if nqueues > 1:
-        perm, counts = group_by_queue(batch["queue"], nqueues)
+        perm, counts = group_by_queue(np.ascontiguousarray(batch["queue"]), nqueues)
         batch = batch.view(_V_SKB)[perm].view(SKB)   # raw records: a structured take is slow
     else:
         counts = np.array([len(batch)])
@@ -127,4 +127,6 @@ def warm(sources, nqueues: int) -> None:
         src.flows.state = saved
         q = src.flow_queue[np.zeros(1, dtype=np.int64)]
         admit(q, np.zeros(nqueues, dtype=np.int64), np.zeros(nqueues, dtype=np.int64))
-    group_by_queue(empty(1)["queue"], nqueues)
+    # contiguous, as dma_arrivals passes it: a kernel meeting a new array layout compiles
+    # then, inside traffic (a field view is contiguous only when it has one record)
+    group_by_queue(np.ascontiguousarray(empty(2)["queue"]), nqueues)
