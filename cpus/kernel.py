@@ -283,18 +283,15 @@ class Cpu:
             self.charge(work * self.cost_rx_frame)
             if self.gro:
                 self.charge(work * self.cost_gro)
-            if steered:
+            if steered or ok:
                 if self.gro:                         # no TCP: every frame is GRO_NORMAL
                     counters[_GRO_RECEIVED] += work
                     counters[_GRO_NORMAL] += work
                 counters[_NAPI_POLLS] += 1
-                self._steer_grouped(counts)
-            elif ok:
-                if self.gro:                         # no TCP: every frame is GRO_NORMAL
-                    counters[_GRO_RECEIVED] += work
-                    counters[_GRO_NORMAL] += work
-                counters[_NAPI_POLLS] += 1
-                self._deliver_udp(work, counts, small)
+                if steered:
+                    self._steer_grouped(counts)
+                else:
+                    self._deliver_udp(work, counts, small)
             else:
                 skbs = self._skb_buf[:work].copy()
                 if self.gro:
