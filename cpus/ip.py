@@ -234,6 +234,8 @@ _IP_IN_RECEIVES = int(C.IP_IN_RECEIVES)
 _IP_IN_HDR_ERRORS = int(C.IP_IN_HDR_ERRORS)
 _IP_IN_UNKNOWN_PROTOS = int(C.IP_IN_UNKNOWN_PROTOS)
 _IP_IN_DELIVERS = int(C.IP_IN_DELIVERS)
+_IP_IN_OCTETS = int(C.IP_IN_OCTETS)
+_IP_IN_NOECT = int(C.IP_IN_NOECT_PKTS)
 _TCP_IN_SEGS = int(C.TCP_IN_SEGS)
 _UDP_IN_ERRORS = int(C.UDP_IN_ERRORS)
 _UDP_NO_PORTS = int(C.UDP_NO_PORTS)
@@ -248,6 +250,31 @@ _SRC_DROP_RCVBUF = _SRC_DROP0 + _D_RCVBUF * MAX_SOURCES
 
 _TRUESIZE_SMALL = int(truesize_of(np.array([RX_BUF]))[0])   # every frame of <= RX_BUF bytes
 _NO_SIDX = np.zeros(0, dtype=np.int64)
+
+
+@kernel
+def _ip_in_stats(raw, counters) -> None:
+    """ip_rcv_core's first counters for skbs (raw SKB record rows) that reached it:
+    InOctets += skb->len (IP bytes, padding included), then, for a header that is pullable
+    (skb->len >= 20) with ihl >= 5 and version 4, the ECN class of the TOS byte
+    (InNoECTPkts + (tos & INET_ECN_MASK)) += max(1, gso_segs)."""
+    octets = np.int64(0)
+    for i in range(raw.shape[0]):
+        r = raw[i]
+        ln = (np.int64(r[20]) | (np.int64(r[21]) << 8) | (np.int64(r[22]) << 16)
+              | (np.int64(r[23]) << 24)) - ETH_HLEN
+        octets += ln
+        vi = np.int64(r[_H + ETH_HLEN])
+        if ln >= 20 and (vi & 0xF) >= 5 and (vi >> 4) == 4:
+            segs = np.int64(r[24]) | (np.int64(r[25]) << 8)
+            counters[_IP_IN_NOECT + (np.int64(r[_H + ETH_HLEN + 1]) & 3)] += np.uint64(max(1, segs))
+    counters[_IP_IN_OCTETS] += np.uint64(octets)
+
+
+def ip_in_stats(skbs: np.ndarray, counters: np.ndarray) -> None:
+    n = skbs.shape[0]
+    if n:
+        _ip_in_stats(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE), counters)
 
 
 def _drop(res: DeliverResult, counters: np.ndarray, reason: int, skbs: np.ndarray) -> None:
@@ -269,6 +296,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
         # every skb a valid IPv4/UDP datagram (no ptype, ip_rcv_core or UDP length drop)
         res.ip = res.udp = n
         counters[_IP_IN_RECEIVES] += n
+        ip_in_stats(skbs, counters)
         v = parsed._v
         _udp_to_sockets(skbs, v["dport"], v["saddr"], v["sport"], counters, socks, res)
         counters[_IP_IN_DELIVERS] += n
@@ -287,6 +315,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
 
     # ip_rcv_core
     counters[_IP_IN_RECEIVES] += res.ip
+    ip_in_stats(skbs[ip] if k else skbs, counters)
     err = parsed.hdr_err
     bad = ip & ~parsed.hdr_ok
     if bad.any():

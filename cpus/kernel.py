@@ -23,7 +23,7 @@ from . import backlog as bl
 from .driver import rx_clean, rx_clean_rps, rx_clean_udp
 from .flow_limit import FlowLimit
 from .gro import gro_receive_batch
-from .ip import DeliverResult, ip_rcv_deliver, parse, queue_entries
+from .ip import DeliverResult, _ip_in_stats, ip_rcv_deliver, parse, queue_entries
 from .napi import (NAPI_STATE_MISSED, NAPI_STATE_PREFER_BUSY_POLL, NAPI_STATE_SCHED,
                    NAPI_STATE_SCHED_THREADED, Napi, napi_schedule_prep)
 from .netrx import net_rx_action
@@ -61,6 +61,8 @@ def warm() -> None:
     driver.warm(SKB.itemsize, SOCK_ENTRY.itemsize)
     raw = np.zeros((1, ip._SKB_SIZE), dtype=np.uint8)
     ip._udp4_ok(raw)
+    from emu.counters import cpu_block as _cb
+    ip._ip_in_stats(raw, _cb())
     gro._any_tcp(raw)
     ip._sock_entries(raw, ip._NO_SIDX, np.full(65536, -1, dtype=np.int16), 1,
                      np.zeros((1, sock.SOCK_ENTRY.itemsize), dtype=np.uint8))
@@ -326,6 +328,7 @@ class Cpu:
         res = DeliverResult()
         res.ip = res.udp = n
         counters[_IP_IN_RECEIVES] += n
+        _ip_in_stats(self._skb_raw[:n], counters)
         queue_entries(self._ent_buf[:n], counts, small, counters, self.socks, res)
         counters[_IP_IN_DELIVERS] += n
         self.charge(n * (self.cost_netif_receive + self.cost_udp_rcv))

@@ -55,7 +55,10 @@ _cpu_names = [
     "RES", "CAL",
     # MIBs
     "IP_IN_RECEIVES", "IP_IN_HDR_ERRORS", "IP_IN_UNKNOWN_PROTOS", "IP_IN_DELIVERS",
-    "IP_IN_CSUM_ERRORS", "IP_IN_TRUNCATED_PKTS",
+    "IP_IN_CSUM_ERRORS", "IP_IN_TRUNCATED_PKTS", "IP_IN_OCTETS",
+    # ECN class of received IPv4 headers (IpExt InNoECTPkts InECT1Pkts InECT0Pkts InCEPkts,
+    # in the order of the TOS field's two ECN bits: 0 not-ECT, 1 ECT(1), 2 ECT(0), 3 CE)
+    "IP_IN_NOECT_PKTS", "IP_IN_ECT1_PKTS", "IP_IN_ECT0_PKTS", "IP_IN_CE_PKTS",
     "UDP_IN_DATAGRAMS", "UDP_NO_PORTS", "UDP_IN_ERRORS", "UDP_RCVBUF_ERRORS", "UDP_MEM_ERRORS",
     "TCP_IN_SEGS",
     # core per-CPU device stats (dev_get_stats adds these to the driver's)

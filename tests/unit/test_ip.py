@@ -25,14 +25,14 @@ def _csum(hdr: bytes) -> int:
 
 def frame(proto=17, sport=10000, dport=9000, saddr=SADDR, daddr=DADDR, frame_len=128,
           ihl=5, version=4, tot_len=None, ethertype=0x0800, bad_csum=False, udp_len=None,
-          tcp_flags=0x10):
+          tcp_flags=0x10, tos=0):
     """Head bytes of one frame and its wire length."""
     eth = bytes(6) + bytes(6) + struct.pack(">H", ethertype)
     hlen = ihl * 4
     if tot_len is None:
         tot_len = frame_len - 14
     opts = bytes(max(0, hlen - 20))
-    iph = struct.pack(">BBHHHBBHII", (version << 4) | ihl, 0, tot_len, 1, 0x4000, 64, proto, 0,
+    iph = struct.pack(">BBHHHBBHII", (version << 4) | ihl, tos, tot_len, 1, 0x4000, 64, proto, 0,
                       saddr, daddr) + opts
     c = _csum(iph)
     if bad_csum:

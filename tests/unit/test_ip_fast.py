@@ -114,8 +114,14 @@ def ref_ip_rcv_deliver(skbs, parsed, counters, socks):
     if not res.ip:
         return res
 
-    # ip_rcv_core
+    # ip_rcv_core: InReceives and InOctets, then the ECN class once ihl/version pass
     counters[C.IP_IN_RECEIVES] += res.ip
+    counters[C.IP_IN_OCTETS] += int(parsed.ip_len[ip].sum())
+    ecn_ok = ip & (parsed.ip_len >= 20) & (parsed.ihl >= 5) & (parsed.version == 4)
+    tos = skbs["head"][:, 15] & 3
+    for cls in range(4):
+        sel = ecn_ok & (tos == cls)
+        counters[C.IP_IN_NOECT_PKTS + cls] += int(np.maximum(1, skbs["segs"][sel]).sum())
     err = parsed.hdr_err
     bad = ip & ~parsed.hdr_ok
     if bad.any():
@@ -211,7 +217,7 @@ KINDS = [dict(), dict(dport=9001), dict(dport=9002), dict(dport=1), dict(proto=6
          dict(ethertype=0x86DD), dict(bad_csum=True), dict(tot_len=300), dict(tot_len=19),
          dict(udp_len=900), dict(udp_len=7), dict(ihl=6), dict(ihl=4), dict(version=6),
          dict(frame_len=3000), dict(frame_len=60, tot_len=28), dict(sport=10000),
-         dict(saddr=0x0A000002, sport=10000)]
+         dict(saddr=0x0A000002, sport=10000), dict(tos=1), dict(tos=2), dict(tos=0xBB)]
 
 
 def _random_batch(rng, n, kinds):

@@ -24,7 +24,7 @@ from .harness import Host
 from .test_ip import sock as make_sock
 
 CPU_KERNELS = [driver.rx_clean, driver.rx_clean_udp, driver.rx_clean_rps, gro._any_tcp,
-               ip._udp4_ok, ip._sock_entries, ip._count_src_segs, sock._push_uniform,
+               ip._udp4_ok, ip._ip_in_stats, ip._sock_entries, ip._count_src_segs, sock._push_uniform,
                sock._recv, sock._release_plan]
 NIC_KERNELS = [dma.admit, dma.group_by_queue, frames._build]
 
