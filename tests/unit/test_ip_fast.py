@@ -253,7 +253,8 @@ def test_parse_fast_path_taken_only_for_all_valid_udp():
     for kw in KINDS:
         if kw in ({}, dict(dport=9001), dict(dport=9002), dict(dport=1), dict(sport=10000),
                   dict(frame_len=3000), dict(frame_len=60, tot_len=28),
-                  dict(saddr=0x0A000002, sport=10000)):
+                  dict(saddr=0x0A000002, sport=10000), dict(tos=1), dict(tos=2),
+                  dict(tos=0xBB)):
             continue                               # still valid UDP
         s = skbs_of([frame()] * 10 + [frame(**kw)] + [frame()] * 5)
         assert not parse(s).fast, kw
