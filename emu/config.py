@@ -418,6 +418,7 @@ def _validate(tree: dict) -> None:
 
     _int_range(tree, "sys.class.net.eth0.napi_weight", 1, 64, " (drivers warn above NAPI_POLL_WEIGHT 64)")
 
+    _int_range(tree, "ethtool.speed", 10, 800_000, " Mb/s")
     nq = _int_range(tree, "ethtool.rx_queues", 1, 64)
     ring = _int_range(tree, "ethtool.rx_ring", 64, 8192)
     _need(_is_pow2(ring), f"ethtool.rx_ring must be a power of two between 64 and 8192 (got {ring})")
@@ -476,7 +477,7 @@ def _validate(tree: dict) -> None:
         else:
             mask = _cpu_mask(tree, f"{ikey}.smp_affinity", _maskish(it["smp_affinity"]), ncpus, allow_empty=False)
 
-    _validate_sources(tree, nq)
+    _validate_sources(tree, nq, tree["ethtool"]["speed"])
     _validate_sockets(tree, ncpus)
 
 
@@ -505,7 +506,17 @@ def _mask_in_range(key: str, text: str, mask: int, ncpus: int) -> None:
           f"but the host has CPUs 0-{ncpus - 1}")
 
 
-def _validate_sources(tree: dict, nq: int) -> None:
+# Bytes a frame occupies on the wire beyond its length here (which has no FCS): the FCS,
+# the preamble and start delimiter, and the minimum inter-frame gap.
+WIRE_OVERHEAD = 4 + 8 + 12
+
+
+def max_pps(speed_mbps: int, frame_len: int) -> float:
+    """Frames per second a link of speed_mbps carries back to back at this frame length."""
+    return speed_mbps * 1e6 / ((frame_len + WIRE_OVERHEAD) * 8)
+
+
+def _validate_sources(tree: dict, nq: int, speed: int) -> None:
     sources = tree.get("traffic", {}).get("sources", [])
     _need(isinstance(sources, list) and len(sources) > 0,
           "traffic.sources must list at least one source ([[traffic.sources]])")
@@ -532,6 +543,10 @@ def _validate_sources(tree: dict, nq: int) -> None:
         minlen = 14 + 20 + (8 if src["proto"] == "udp" else 20)
         _need(max(60, minlen) <= src["frame_len"] <= 9014,
               f"{p}.frame_len must be between {max(60, minlen)} and 9014 bytes (got {src['frame_len']})")
+        top = max_pps(speed, src["frame_len"])
+        _need(src["rate_pps"] <= top,
+              f"{p}.rate_pps must be at most {top:,.0f}: a {speed} Mb/s link (ethtool.speed) "
+              f"carries no more {src['frame_len']}-byte frames per second (got {src['rate_pps']:g})")
         _need(-1 <= src["queue"] < nq, f"{p}.queue must be -1 (any) or a queue 0..{nq - 1} (got {src['queue']})")
         _need(src["start_ms"] >= 0, f"{p}.start_ms must be >= 0 (got {src['start_ms']})")
         _need(src["stop_ms"] < 0 or src["stop_ms"] > src["start_ms"],
