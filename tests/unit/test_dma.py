@@ -13,6 +13,7 @@ from nic.dma import admit, dma_arrivals, group_by_queue, warm
 from .harness import Host
 
 RING = 64
+LINK_100G = ["ethtool.speed=100000"]      # 1 Mpps of 1514-byte frames needs more than 10 Gb/s
 UDP_CONST = {"name": "u", "pattern": "constant", "proto": "udp", "rate_pps": 1_000_000.0,
              "flows": 8, "dst_ports": [9000, 9001], "frame_len": 128}
 UDP_POISSON = {"name": "p", "pattern": "poisson", "proto": "udp", "rate_pps": 1_000_000.0,
@@ -183,8 +184,8 @@ def _check_interval(h, twin, rings, c, t_from, t_to, seq):
 
 @pytest.mark.parametrize("second", [UDP_POISSON, TCP_POISSON])
 def test_two_interleaved_sources_fill_rings_in_arrival_order(second):
-    h = Host(ncpus=2, sources=[UDP_CONST, second])
-    twin = Host(ncpus=2, sources=[UDP_CONST, second])
+    h = Host(LINK_100G, ncpus=2, sources=[UDP_CONST, second])
+    twin = Host(LINK_100G, ncpus=2, sources=[UDP_CONST, second])
     nqueues = h.cfg.nqueues
     assert nqueues == 4
     prefill = [50, RING, 0, 10]                 # ring 1 already full, ring 2 empty
@@ -213,8 +214,8 @@ def test_two_interleaved_sources_fill_rings_in_arrival_order(second):
 
 def test_one_active_source_of_two_and_no_traffic():
     late = dict(UDP_POISSON, start_ms=1.0)
-    h = Host(ncpus=2, sources=[UDP_CONST, late])
-    twin = Host(ncpus=2, sources=[UDP_CONST, late])
+    h = Host(LINK_100G, ncpus=2, sources=[UDP_CONST, late])
+    twin = Host(LINK_100G, ncpus=2, sources=[UDP_CONST, late])
     rings = _rings(h.cfg.nqueues, [0, 30, 60, 0])
     c = nic_block()
     allf, keep, seq = _check_interval(h, twin, rings, c, 0, 300_000, 0)
@@ -227,7 +228,7 @@ def test_one_active_source_of_two_and_no_traffic():
 
 
 def test_ring_without_room_receives_nothing_and_counts_every_frame_once():
-    h = Host(ncpus=2, sources=[UDP_CONST, UDP_POISSON])
+    h = Host(LINK_100G, ncpus=2, sources=[UDP_CONST, UDP_POISSON])
     rings = _rings(h.cfg.nqueues, [RING] * 4)
     c = nic_block()
     seq = dma_arrivals(h.sources, 0, 100_000, 0, rings, c)
@@ -242,8 +243,8 @@ def test_ring_without_room_receives_nothing_and_counts_every_frame_once():
 
 @pytest.mark.parametrize("second", [UDP_POISSON, TCP_POISSON])
 def test_warm_leaves_flow_state_rng_and_counters_alone(second):
-    h = Host(ncpus=2, sources=[UDP_CONST, second])
-    twin = Host(ncpus=2, sources=[UDP_CONST, second])
+    h = Host(LINK_100G, ncpus=2, sources=[UDP_CONST, second])
+    twin = Host(LINK_100G, ncpus=2, sources=[UDP_CONST, second])
     cpu_before = [c.copy() for c in h.counters]
     ids = [s.flows.state.next_id.copy() for s in h.sources]
     seqs = [s.flows.state.next_seq.copy() for s in h.sources]
