@@ -16,7 +16,7 @@ TCP = {"name": "t", "proto": "tcp", "rate_pps": 1_000_000.0, "flows": 1,
 
 
 def test_full_rings_drop_and_every_frame_is_counted_once():
-    h = Host(ncpus=2, sources=[SRC, TCP])
+    h = Host(["ethtool.speed=100000"], ncpus=2, sources=[SRC, TCP])
     rings = [Ring.local(SKB, 64) for _ in range(h.cfg.nqueues)]
     c = nic_block()
     seq = _arrive(h.sources, 0, 1_000_000, 0, rings, c)    # 1 ms at 2 Mpps: 2000 frames
@@ -34,7 +34,7 @@ def test_full_rings_drop_and_every_frame_is_counted_once():
 
 
 def test_dropped_frames_still_consume_tcp_sequence_space():
-    h = Host(ncpus=2, sources=[TCP])
+    h = Host(["ethtool.speed=100000"], ncpus=2, sources=[TCP])
     rings = [Ring.local(SKB, 64) for _ in range(h.cfg.nqueues)]
     c = nic_block()
     _arrive(h.sources, 0, 200_000, 0, rings, c)               # 200 frames, 64 fit
