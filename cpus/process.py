@@ -1,21 +1,22 @@
 """The CPU process: binds one cpus.kernel.Cpu to shared memory, ZeroMQ and real time.
 
-Startup steps, in order: name the process, attach the segment, bind the inbox, connect the
-peers and the control channel, say READY, wait for START (which carries t0), build the Cpu
-on the dilated clock, run the scheduler loop until STOP, say STOPPED, wait for EXIT.
+Startup steps after emu.child.entry (which named the process and opened the control
+channel), in order: load the kernels, attach the segment, bind the inbox and connect the
+peers, say READY and wait for START (which carries t0), build the Cpu on the dilated clock,
+run the scheduler loop until STOP, say STOPPED, wait for EXIT.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import traceback
 
 import zmq
 from setproctitle import setproctitle
 
 from emu import atomic
-from emu.child import Control, Orphaned, bootstrap, report_crash
+from emu.child import Control
+from emu.shmlock import StatLock
 from emu.clock import CpuTime, DilatedClock
 from emu.config import Config
 from emu.counters import T0, C
@@ -29,55 +30,6 @@ IDLE_POLL_MS = 2          # how long an idle CPU blocks on its inbox before re-c
 SLACK_REAL_NS = 300_000   # how far (real ns) a CPU may run ahead of the clock before sleeping
 
 
-SPIN_TRIES = 64           # non-blocking attempts before a contended lock blocks
-
-
-class SpinLock:
-    """A cross-process lock taken as a kernel spinlock is: spin a little, then sleep.
-
-    The holders (socket enqueue, rmem release, backlog enqueue) keep it for microseconds, so
-    a short spin usually wins; blocking at once costs a futex sleep and wakeup each time.
-    """
-
-    __slots__ = ("lock",)
-
-    def __init__(self, lock):
-        self.lock = lock
-
-    def acquire(self) -> bool:
-        try_lock = self.lock.acquire
-        for _ in range(SPIN_TRIES):
-            if try_lock(False):
-                return True
-        while not try_lock(True, 1.0):
-            pass  # a holder that died gets this process killed by the orchestrator
-        return True
-
-    def release(self) -> None:
-        self.lock.release()
-
-
-class StatLock(SpinLock):
-    """A backlog lock that counts acquisitions, contended ones and the real time waited."""
-
-    __slots__ = ("counters",)
-
-    def __init__(self, lock, counters):
-        super().__init__(lock)
-        self.counters = counters
-
-    def acquire(self) -> bool:
-        c = self.counters
-        c[C.LOCK_ACQUIRED] += 1
-        if self.lock.acquire(False):
-            return True
-        c[C.LOCK_CONTENDED] += 1
-        t = time.monotonic_ns()
-        super().acquire()
-        c[C.LOCK_WAIT_NS] += time.monotonic_ns() - t
-        return True
-
-
 def _sleep_until(clock: DilatedClock):
     def wait(t_emulated: int) -> None:
         real = clock.real_ns(t_emulated - clock.now())
@@ -86,59 +38,48 @@ def _sleep_until(clock: DilatedClock):
     return wait
 
 
-def main(index: int, cfg_dict: dict, run_id: str, shm_name: str, locks: dict,
-         parent_pid: int) -> None:
+def main(ctl: Control, index: int, cfg_dict: dict, run_id: str, shm_name: str) -> None:
+    """Steps after emu.child.entry: load the kernels, attach, handshake, run, report."""
     role = f"cpu{index}"
     title = f"emu cpu/{index}"
-    ctl = None
-    try:
-        bootstrap(title, parent_pid)
-        cfg = Config(cfg_dict)
-        ctx = zmq.Context()
-        seg = Segment.attach(shm_name)
-        layout = Layout(cfg)
-        views = Views(cfg, layout, seg.buf, locks)
-        counters = views.cpu[index]
-        for b in views.backlogs:
-            b.lock = StatLock(b.lock, counters)
-        for sk in views.sockets:
-            sk.lock = SpinLock(sk.lock)
-        inbox = ctx.socket(zmq.PULL)
-        inbox.setsockopt(zmq.LINGER, 0)
-        inbox.bind(endpoint(run_id, role))
-        peers = {}
-        for j in range(cfg.ncpus):
-            if j != index:
-                s = ctx.socket(zmq.PUSH)
-                s.setsockopt(zmq.LINGER, 0)
-                s.connect(endpoint(run_id, f"cpu{j}"))
-                peers[j] = s
-        warm()
-        atomic.warm()
-        ctl = Control(ctx, run_id, role, parent_pid)
-        clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
-        cputime = CpuTime(clock, counters[T0:T0 + 7], wait=_sleep_until(clock),
-                          slack=int(SLACK_REAL_NS / cfg["run.tdf"]))
-        cpu = Cpu(index, cfg, cputime, counters, views.rx, views.backlogs,
-                  SocketTable(views.sockets), views.sock_flow, views.flow_tables,
-                  hash_seed=cfg["run.seed"], cpu_counters=views.cpu)
-        seqs: list = []
-        if cfg["run.record_seqs"]:
-            cpu.on_read = lambda entries: seqs.append(entries["seq"].copy())
-        _run(cpu, cputime, inbox, peers, ctl, run_id, title)
-        if cfg["run.record_seqs"]:
-            import numpy as np
-            np.save(os.path.join(cfg["run.run_dir"], f"seqs-cpu{index}.npy"),
-                    np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.uint64))
-        ctl.finish(cputime.now())
-    except Orphaned:
-        return
-    except SystemExit:
-        raise
-    except BaseException as e:  # a crash: say why, then die with a non-zero status
-        traceback.print_exc()
-        report_crash(ctl, role, e)
-        raise SystemExit(70)
+    ctl.step("cache load")
+    warm()
+    atomic.warm()
+    ctl.step("attach")
+    cfg = Config(cfg_dict)
+    ctx = ctl.ctx
+    seg = Segment.attach(shm_name)
+    layout = Layout(cfg)
+    views = Views(cfg, layout, seg.buf)
+    counters = views.cpu[index]
+    for b, off in zip(views.backlogs, layout.backlog_locks):
+        b.lock = StatLock(seg.buf, off, counters, int(C.LOCK_ACQUIRED), int(C.LOCK_CONTENDED),
+                          int(C.LOCK_WAIT_NS))
+    inbox = ctx.socket(zmq.PULL)
+    inbox.setsockopt(zmq.LINGER, 0)
+    inbox.bind(endpoint(run_id, role))
+    peers = {}
+    for j in range(cfg.ncpus):
+        if j != index:
+            s = ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(endpoint(run_id, f"cpu{j}"))
+            peers[j] = s
+    clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
+    cputime = CpuTime(clock, counters[T0:T0 + 7], wait=_sleep_until(clock),
+                      slack=int(SLACK_REAL_NS / cfg["run.tdf"]))
+    cpu = Cpu(index, cfg, cputime, counters, views.rx, views.backlogs,
+              SocketTable(views.sockets), views.sock_flow, views.flow_tables,
+              hash_seed=cfg["run.seed"], cpu_counters=views.cpu)
+    seqs: list = []
+    if cfg["run.record_seqs"]:
+        cpu.on_read = lambda entries: seqs.append(entries["seq"].copy())
+    _run(cpu, cputime, inbox, peers, ctl, run_id, title)
+    if cfg["run.record_seqs"]:
+        import numpy as np
+        np.save(os.path.join(cfg["run.run_dir"], f"seqs-cpu{index}.npy"),
+                np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.uint64))
+    ctl.finish(cputime.now())
 
 
 def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: str,

@@ -1,19 +1,28 @@
-"""What every child process (NIC, CPU) does first and last.
+"""What every child process (NIC, CPU) does first and last, and its one entry point.
 
-Children take their whole config from the spawn arguments and never read files or the
-environment. They ignore SIGINT (Ctrl-C reaches the whole process group, and the
-orchestrator runs the ordered stop), exit on SIGTERM, and ask the kernel to send them
-SIGTERM if the orchestrator dies (PR_SET_PDEATHSIG), checking the parent pid as well in
-case it died before that was set.
+Children are forked from a fork server (multiprocessing 'forkserver') whose preload
+(emu/preload.py) has already imported the NIC and CPU code and loaded every compiled
+kernel, so a child starts in milliseconds. The fork server leaves the orchestrator's session
+first: Ctrl-C, SIGHUP and a SIGTERM sent to the orchestrator's process group reach only the
+orchestrator, which runs the ordered stop and reports; the children never see them.
+
+A child takes its whole config from its arguments and never reads files or the environment.
+It reports each startup step (import, cache load, attach, handshake) on the control channel,
+so a slow start names the child and the step. It exits on SIGTERM (the shutdown ladder,
+`emu clean`) without a traceback, asks the kernel for SIGTERM if its parent dies
+(PR_SET_PDEATHSIG, plus a parent-pid check), and leaves with os._exit once its final report
+is acknowledged: interpreter shutdown would cost it most of a second for nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import signal
 import sys
 import time
+import traceback
 
 import zmq
 from setproctitle import setproctitle
@@ -25,6 +34,12 @@ PR_SET_TIMERSLACK = 29
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # glibc mallopt parameters
 MMAP_THRESHOLD = 32 << 20                         # glibc's largest allowed value (64-bit)
 TRIM_THRESHOLD = 128 << 20
+EX_SOFTWARE = 70
+
+# The startup steps a child reports, in order (the orchestrator names the one a slow child
+# is in). "spawn" is the orchestrator's own: the child has not said anything yet.
+STEPS = ("spawn", "import", "cache load", "attach", "handshake")
+ROLE_MODULES = {"nic": "nic.process", "cpu": "cpus.process"}
 
 
 class Orphaned(SystemExit):
@@ -37,7 +52,8 @@ def _on_term(signum, frame):
 
 def bootstrap(title: str, parent_pid: int) -> None:
     setproctitle(title)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_term)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -52,8 +68,18 @@ def bootstrap(title: str, parent_pid: int) -> None:
         except AttributeError:
             pass
         _keep_heap(libc)
-    if os.getppid() != parent_pid:
+    if not _alive(parent_pid):
         raise Orphaned(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def _keep_heap(libc) -> None:
@@ -72,11 +98,44 @@ def _keep_heap(libc) -> None:
         pass
 
 
+def entry(role: str, index: int, cfg_dict: dict, run_id: str, shm_name: str,
+          parent_pid: int) -> None:
+    """The target of every child process: role 'nic' or 'cpu' (index: the CPU)."""
+    name = "nic" if role == "nic" else f"cpu{index}"
+    title = "emu nic/eth0" if role == "nic" else f"emu cpu/{index}"
+    ctl = None
+    code = 0
+    try:
+        bootstrap(title, parent_pid)
+        ctx = zmq.Context()
+        ctl = Control(ctx, run_id, name, parent_pid)
+        ctl.step("import")
+        mod = importlib.import_module(ROLE_MODULES[role])
+        mod.main(ctl, index, cfg_dict, run_id, shm_name)
+    except Orphaned:
+        code = 1
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
+    except BaseException as e:  # a crash: say why, then die with a non-zero status
+        traceback.print_exc()
+        report_crash(ctl, name, e)
+        code = EX_SOFTWARE
+    finally:
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
 class Control:
     """The child's end of the control channel (a DEALER named after its role)."""
 
     def __init__(self, ctx: zmq.Context, run_id: str, identity: str, parent_pid: int):
+        self.ctx = ctx
         self.run_id = run_id
+        self.identity = identity
         self.parent_pid = parent_pid
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.IDENTITY, identity.encode())
@@ -86,16 +145,21 @@ class Control:
     def send(self, kind: Msg, body=None) -> None:
         self.sock.send(pack(self.run_id, kind, body))
 
+    def step(self, name: str) -> None:
+        """Tell the orchestrator which startup step this child is in."""
+        self.send(Msg.STEP, {"step": name, "pid": os.getpid()})
+
     def poll(self, timeout_ms: int = 0):
         """One message (kind, body) or None; exits if the orchestrator is gone."""
         if self.sock.poll(timeout_ms):
             return unpack(self.sock.recv(), self.run_id)
-        if os.getppid() != self.parent_pid:
+        if os.getppid() == 1 or not _alive(self.parent_pid):
             raise Orphaned(1)
         return None
 
-    def handshake(self, timeout_s: float = 60.0) -> int:
+    def handshake(self, timeout_s: float = 300.0) -> int:
         """Say READY, wait for START, sleep until its t0 (every child begins then); t0."""
+        self.step("handshake")
         self.send(Msg.READY, {"pid": os.getpid()})
         t0 = self.wait_for(Msg.START, timeout_s)["t0"]
         time.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))

@@ -1,16 +1,15 @@
 """The `emu` command: run an emulated host, list scenarios, show the config, clean a run.
 
 Exit status: 0 success; 1 a run that finished but failed its conservation check, or another
-error; 2 bad input (config, knob, command line: nothing was started); 3 a process of the
-emulated host crashed (the run was stopped and cleaned up); 4 a protocol mismatch;
-130 interrupted by Ctrl-C (the report is still printed and written).
+error; 2 bad input (config, knob, command line, run directory, manifest: nothing was
+started or touched); 3 a process of the emulated host crashed (the run was stopped and
+cleaned up); 4 a protocol mismatch; 128 + N ended by signal N: 130 Ctrl-C (SIGINT), 143
+SIGTERM, 129 SIGHUP (a run that was under way still prints and writes its report).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import sys
 import tomllib
@@ -19,6 +18,7 @@ import traceback
 from . import config as config_mod
 from . import scenarios
 from .errors import ConfigError, EmuError
+from .kcache import Interrupted
 
 EPILOG = """\
 KEY=VALUE pairs for --set use the kernel's names, e.g.
@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(r)
     r.add_argument("--run-dir", help="where the tree, manifest, config and report go "
                    "(default: runs/<run-id>)")
-    r.add_argument("--no-progress", action="store_true", help="no live progress line")
+    r.add_argument("--no-progress", action="store_true", help="no progress lines")
+    r.add_argument("--check", action="store_true", help="check the config, the run directory "
+                   "and the shared memory it needs, then exit without starting anything")
     r.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show tracebacks on errors")
 
@@ -54,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(c)
 
     sub.add_parser("scenarios", help="list the built-in scenarios")
+
+    sub.add_parser("compile", help="compile the receive-path kernels into the cache now "
+                   "(a run does it once by itself; this is for images and CI)",
+                   description="Compile every numba kernel once into the versioned cache "
+                   "($EMU_NUMBA_CACHE, default ~/.cache/emu/numba). Later runs only load it.")
 
     cl = sub.add_parser("clean", help="stop the processes and remove the shared memory a run's "
                         "manifest names")
@@ -80,17 +87,28 @@ def resolve_args(args) -> config_mod.Config:
                               f"(built in: {', '.join(scenarios.names()) or 'none'})")
         layers.append((scenarios.text(args.scenario), f"scenario {args.scenario}"))
     if args.config:
-        try:
-            with open(args.config) as f:
-                layers.append((f.read(), args.config))
-        except OSError as e:
-            raise ConfigError(f"--config {args.config}: {e.strerror}") from None
+        layers.append((_read_config(args.config), args.config))
     text = _stack(layers)
     flags = {"run.cpus": args.cpus, "run.duration": args.duration, "run.tdf": args.tdf,
              "run.seed": args.seed}
     if getattr(args, "run_dir", None):
         flags["run.run_dir"] = args.run_dir
     return config_mod.resolve(text, args.set, flags, file_name=layers[-1][1] if layers else "config")
+
+
+def _read_config(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(16 << 20)
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path}: is a directory, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"--config {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                          f"offset {e.start}); a TOML file must be UTF-8") from None
 
 
 def _stack(layers: list[tuple[str, str]]) -> str | None:
@@ -123,19 +141,43 @@ def cmd_scenarios() -> int:
 
 
 def cmd_clean(run_dir: str) -> int:
-    path = os.path.join(run_dir, "manifest.json")
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir}: no manifest.json here; emu clean only removes what a "
-                          f"manifest names") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not a valid manifest: {e}") from None
-    from .lifecycle import clean
-    for line in clean(manifest):
+    from . import lifecycle
+    for line in lifecycle.clean(lifecycle.load(run_dir)):
         print(line)
     return 0
+
+
+def cmd_compile() -> int:
+    from . import kcache
+    from .run import SIGNALS, Stop
+    stop = Stop()
+    old = {s: signal.signal(s, stop) for s in SIGNALS}
+    try:
+        done = kcache.ensure_compiled(lambda line: print(f"emu: {line}", file=sys.stderr,
+                                                         flush=True), stop.requested)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if not done:
+        print(f"emu: the kernels are already compiled in {kcache.cache_dir()}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args) -> int:
+    cfg = resolve_args(args)
+    from .cluster import Cluster
+    from .run import exit_status, run
+    if args.check:
+        Cluster(cfg, cfg["run.run_dir"] or None)     # checks the run directory and the size
+        print("emu: the config, the run directory and the shared memory it needs are fine",
+              file=sys.stderr)
+        return 0
+    rep = run(cfg, cfg["run.run_dir"] or None, progress=False if args.no_progress else None)
+    status = exit_status(rep)
+    if status == 1:
+        print(f"emu: conservation check failed: {rep['conservation']['unaccounted']} "
+              f"frames unaccounted", file=sys.stderr)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,16 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug
     try:
         if args.command == "run":
-            cfg = resolve_args(args)
-            from .run import run
-            rep = run(cfg, cfg["run.run_dir"] or None, progress=False if args.no_progress else None)
-            if rep["interrupted"]:
-                return 130
-            if not rep["conservation"]["ok"]:
-                print(f"emu: conservation check failed: {rep['conservation']['unaccounted']} "
-                      f"frames unaccounted", file=sys.stderr)
-                return 1
-            return 0
+            return cmd_run(args)
+        if args.command == "compile":
+            return cmd_compile()
         if args.command == "config":
             print(resolve_args(args).to_toml(), end="")
             return 0
@@ -163,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_clean(args.run_dir)
         parser.print_help()
         return 2
+    except Interrupted as e:
+        return e.exit_status             # stopped while preparing: nothing ran, nothing to say
     except EmuError as e:
         if debug:
             traceback.print_exc()

@@ -1,10 +1,18 @@
 """The emulated host as one object with plain verbs: start, run, stop, close.
 
-The orchestrator owns everything a run creates: the run directory, the one shared-memory
-segment, the locks, the control socket and the child processes. close() always leaves
-nothing behind, whatever happened before (a crash, Ctrl-C, a failed start): it runs the
-shutdown ladder (ask, wait, SIGTERM, wait, SIGKILL) on the pids it started and unlinks the
-segment it created.
+The orchestrator owns everything a run creates: the run directory (locked while it runs),
+the one shared-memory segment (the cross-process locks live inside it), the control socket
+and the child processes. close() always leaves nothing behind, whatever happened before (a
+crash, Ctrl-C, a failed start): it runs the shutdown ladder (ask, wait, SIGTERM, wait,
+SIGKILL) on the pids it started and unlinks the segment it created. The segment's name is
+unlinked as soon as every child has mapped it, so from then on nothing of the run can
+outlive it, even if the orchestrator is killed with SIGKILL.
+
+Startup, in order: compile the kernels if the cache is not complete (emu.kcache), claim the
+run directory, create the segment, start the children from a fork server that has loaded
+every kernel (emu.preload), wait until each has reported READY, unlink the segment's name,
+send START. Each child reports its startup steps; if the start takes too long, the error
+names the child furthest behind and its step.
 """
 
 from __future__ import annotations
@@ -14,22 +22,43 @@ import multiprocessing as mp
 import os
 import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
+import psutil
 import zmq
 
-from . import procfs
+from . import kcache, procfs
+from .child import STEPS
 from .config import Config, dumps_toml
 from .counters import C
 from .errors import ChildCrashed, EmuError, ProtocolError
 from .protocol import Msg, endpoint, pack, unpack
-from .shm import Layout, Segment, Views
+from .rundir import RunDir
+from .shm import Layout, Segment, Views, check_fits
 
-READY_TIMEOUT = 60.0
+# From when the children begin to load (the kernels are compiled by then) until every one
+# is READY. Measured warm: about 1.5 s on an idle 2-core box; a box whose cores are both
+# busy with other work can make it several times that.
+START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0
 LADDER_WAIT = 3.0
+PROGRESS_EVERY = 2.0
+
+_FORKSERVER = None
+
+
+def _context():
+    """The fork server context, preloading the children's code and kernels once."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["emu.preload"])
+        _FORKSERVER = ctx
+    return _FORKSERVER
 
 
 def describe_status(code: int | None) -> str:
@@ -44,23 +73,47 @@ def describe_status(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+def _noop(_line: str) -> None:
+    return None
+
+
+def _never() -> int:
+    return 0
+
+
 @dataclass
 class Child:
     role: str
-    proc: mp.Process
+    kind: str
+    index: int
+    title: str
+    proc: mp.Process | None = None
+    create_time: float = 0.0
+    step: str = "spawn"
+    since: float = field(default_factory=time.monotonic)
+    ready: bool = False
     error: str = ""
     stopped: dict = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
 
 class Cluster:
     def __init__(self, cfg: Config, run_dir: str | None = None, run_id: str | None = None):
         self.cfg = cfg
         self.run_id = run_id or secrets.token_hex(4)
-        self.run_dir = os.path.abspath(run_dir or cfg["run.run_dir"] or os.path.join("runs", self.run_id))
+        self.rundir = RunDir(run_dir or cfg["run.run_dir"] or os.path.join("runs", self.run_id))
+        self.run_dir = self.rundir.path
         self.shm_name = f"emu-{self.run_id}"
         self.layout = Layout(cfg)
-        self.children: dict[str, Child] = {}
+        check_fits(self.layout)
+        self.children: dict[str, Child] = {"nic": Child("nic", "nic", 0, "emu nic/eth0")}
+        for c in range(cfg.ncpus):
+            self.children[f"cpu{c}"] = Child(f"cpu{c}", "cpu", c, f"emu cpu/{c}")
         self.segment: Segment | None = None
+        self.shm_linked = False
         self.views: Views | None = None
         self.ctx: zmq.Context | None = None
         self.ctl = None
@@ -68,51 +121,121 @@ class Cluster:
         self.btime = 0
         self.started = False
         self.closed = False
-        self._mp = mp.get_context("spawn")
+        self._spawner: threading.Thread | None = None
+        self._spawn_error: BaseException | None = None
+        self._abort_spawn = False
         from nic.affinity import effective_cpus
         self.effective_cpu = effective_cpus([cfg.irq_affinity(q) for q in range(cfg.nqueues)],
                                             (1 << cfg.ncpus) - 1)
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        """Create the run directory, the segment and the children; start traffic."""
-        from cpus import process as cpu_process
-        from nic import process as nic_process
-        os.makedirs(self.run_dir, exist_ok=True)
+    def start(self, progress: Callable[[str], None] | None = None,
+              stop: Callable[[], int] | None = None) -> None:
+        """Compile if needed, create everything, start the children, start traffic.
+
+        ``progress`` gets a line of text now and then; ``stop`` returns a signal number once
+        the caller has been asked to stop, and start() then raises kcache.Interrupted."""
+        say = progress or _noop
+        stop = stop or _never
+        kcache.ensure_compiled(say, stop)
+        self.rundir.claim()
         cfg_dict = self.cfg.to_dict()
         cfg_dict["run"]["run_dir"] = self.run_dir       # children write files here
         with open(os.path.join(self.run_dir, "config.toml"), "w") as f:
             f.write(dumps_toml(cfg_dict))
         self.segment = Segment.create(self.shm_name, self.layout.size)
+        self.shm_linked = True
         self._write_manifest("starting")
-        locks = {}
-        for c in range(self.cfg.ncpus):
-            locks[("backlog", c)] = self._mp.Lock()
-        for i in range(len(self.cfg["udp.sockets"])):
-            locks[("sock", i)] = self._mp.Lock()
-        self.views = Views(self.cfg, self.layout, self.segment.buf, locks)
+        self.views = Views(self.cfg, self.layout, self.segment.buf)
         self.views.init_tables()
         self.ctx = zmq.Context()
         self.ctl = self.ctx.socket(zmq.ROUTER)
         self.ctl.setsockopt(zmq.LINGER, 0)
         self.ctl.bind(endpoint(self.run_id, "ctl"))
-        me = os.getpid()
-        specs = [("nic", nic_process.main, (cfg_dict, self.run_id, self.shm_name, me))]
-        for c in range(self.cfg.ncpus):
-            specs.append((f"cpu{c}", cpu_process.main,
-                          (c, cfg_dict, self.run_id, self.shm_name, locks, me)))
-        for role, target, args in specs:
-            p = self._mp.Process(target=target, args=args, name=f"emu-{role}", daemon=True)
-            p.start()
-            self.children[role] = Child(role, p)
-            self._write_manifest("starting")
-        self._wait_all(Msg.READY, READY_TIMEOUT, "to start")
+        say(f"starting {len(self.children)} processes (NIC and {self.cfg.ncpus} CPUs)")
+        t_load = time.monotonic()
+        for ch in self.children.values():
+            ch.since = t_load
+        self._spawner = threading.Thread(target=self._spawn_all, args=(cfg_dict,),
+                                         name="emu-spawn", daemon=True)
+        self._spawner.start()
+        self._wait_ready(t_load, say, stop)
+        # Every child has mapped the segment: its name can go, and with it any chance that
+        # it outlives the run.
+        self.segment.unlink()
+        self.shm_linked = False
         self.t0 = time.monotonic_ns() + 20_000_000   # every child starts the same instant
         self.btime = int(time.time())
         for role in self.children:
             self._send(role, Msg.START, {"t0": self.t0})
         self.started = True
         self._write_manifest("running")
+
+    def _spawn_all(self, cfg_dict: dict) -> None:
+        ctx = _context()
+        me = os.getpid()
+        try:
+            for ch in self.children.values():
+                if self._abort_spawn:
+                    return
+                from .child import entry
+                p = ctx.Process(target=entry, name=f"emu-{ch.role}", daemon=True,
+                                args=(ch.kind, ch.index, cfg_dict, self.run_id, self.shm_name, me))
+                p.start()
+                ch.proc = p
+                try:
+                    ch.create_time = psutil.Process(p.pid).create_time()
+                except psutil.Error:
+                    ch.create_time = 0.0
+        except BaseException as e:  # reported by _wait_ready
+            self._spawn_error = e
+
+    def _wait_ready(self, t_load: float, say, stop) -> None:
+        deadline = t_load + START_TIMEOUT
+        last_say = time.monotonic()
+        pids_known = 0
+        while True:
+            sig = stop()
+            if sig:
+                raise kcache.Interrupted(sig)
+            self._drain_control()
+            if self._spawn_error is not None:
+                raise EmuError(f"could not start the emulator's processes: "
+                               f"{type(self._spawn_error).__name__}: {self._spawn_error}")
+            known = sum(1 for ch in self.children.values() if ch.proc is not None)
+            if known != pids_known:
+                pids_known = known
+                self._write_manifest("starting")
+            for ch in self.children.values():
+                if ch.error:
+                    raise ChildCrashed(f"{ch.role} (pid {ch.pid}) failed while starting "
+                                       f"({ch.step}): {ch.error}")
+                if ch.proc is not None and ch.proc.exitcode is not None:
+                    raise ChildCrashed(f"{ch.role} (pid {ch.pid}) "
+                                       f"{describe_status(ch.proc.exitcode)} while starting "
+                                       f"({ch.step})")
+            waiting = [ch for ch in self.children.values() if not ch.ready]
+            if not waiting:
+                return
+            now = time.monotonic()
+            if now > deadline:
+                slow = self._slowest(waiting)
+                raise EmuError(
+                    f"{slow.role} (pid {slow.pid or '-'}) did not start within "
+                    f"{START_TIMEOUT:.0f} s: it has been at step '{slow.step}' for "
+                    f"{now - slow.since:.0f} s ({len(waiting)} of {len(self.children)} not "
+                    f"ready); is the machine overloaded?")
+            if now - last_say >= PROGRESS_EVERY:
+                last_say = now
+                slow = self._slowest(waiting)
+                say(f"starting: {len(self.children) - len(waiting)}/{len(self.children)} "
+                    f"ready, {now - t_load:.0f} s; waiting for {slow.role} ({slow.step})")
+            self.ctl.poll(50)
+
+    @staticmethod
+    def _slowest(waiting: list[Child]) -> Child:
+        return min(waiting, key=lambda ch: (STEPS.index(ch.step) if ch.step in STEPS
+                                            else len(STEPS), ch.since))
 
     def now_emulated(self) -> int:
         return max(0, int((time.monotonic_ns() - self.t0) / self.cfg["run.tdf"]))
@@ -122,20 +245,21 @@ class Cluster:
         self._drain_control()
         for ch in self.children.values():
             if ch.error:
-                raise ChildCrashed(f"{ch.role} (pid {ch.proc.pid}) failed: {ch.error}")
-            code = ch.proc.exitcode
+                raise ChildCrashed(f"{ch.role} (pid {ch.pid}) failed: {ch.error}")
+            code = ch.proc.exitcode if ch.proc is not None else None
             if code is not None:
-                raise ChildCrashed(f"{ch.role} (pid {ch.proc.pid}) {describe_status(code)}; "
+                raise ChildCrashed(f"{ch.role} (pid {ch.pid}) {describe_status(code)}; "
                                    f"the run is stopped")
 
     def stop_traffic(self) -> None:
         self._send("nic", Msg.STOP_TRAFFIC)
 
-    def drain(self, timeout: float) -> bool:
-        """Wait until every queue is empty (or timeout); True if it drained."""
+    def drain(self, timeout: float, stop: Callable[[], int] | None = None) -> bool:
+        """Wait until every queue is empty (or timeout, or stop); True if it drained."""
+        stop = stop or _never
         deadline = time.monotonic() + timeout
         quiet = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stop():
             self.check()
             if self.queued_frames() == 0:
                 quiet += 1
@@ -150,7 +274,26 @@ class Cluster:
         """Ask every child to stop where it is; their counters are final after this."""
         for role in self.children:
             self._send(role, Msg.STOP)
-        self._wait_all(Msg.STOPPED, STOP_TIMEOUT, "to stop", key="stopped")
+        waiting = set(self.children)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while waiting:
+            for role, kind, body in self._drain_control():
+                if kind == Msg.STOPPED and role in waiting:
+                    waiting.discard(role)
+                    self.children[role].stopped = body or {}
+            for role in list(waiting):
+                ch = self.children[role]
+                if ch.error:
+                    raise ChildCrashed(f"{role} (pid {ch.pid}) failed to stop: {ch.error}")
+                if ch.proc.exitcode is not None:
+                    raise ChildCrashed(f"{role} (pid {ch.pid}) {describe_status(ch.proc.exitcode)} "
+                                       f"before it stopped")
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                raise EmuError(f"{', '.join(sorted(waiting))} did not stop within "
+                               f"{STOP_TIMEOUT:.0f} s")
+            self.ctl.poll(50)
 
     def close(self) -> None:
         """The shutdown ladder, then unlink the segment. Safe to call more than once."""
@@ -158,32 +301,39 @@ class Cluster:
             return
         self.closed = True
         try:
+            self._abort_spawn = True
+            if self._spawner is not None:
+                self._spawner.join(60)
+            procs = [ch.proc for ch in self.children.values() if ch.proc is not None]
             for role, ch in self.children.items():
-                if ch.proc.is_alive() and self.ctl is not None:
+                if ch.proc is not None and ch.proc.is_alive() and self.ctl is not None:
                     try:
                         self._send(role, Msg.EXIT)
                     except zmq.ZMQError:
                         pass
-            self._join_all(LADDER_WAIT)
-            for ch in self.children.values():
-                if ch.proc.is_alive():
-                    ch.proc.terminate()
-            self._join_all(LADDER_WAIT)
-            for ch in self.children.values():
-                if ch.proc.is_alive():
-                    ch.proc.kill()
-            self._join_all(LADDER_WAIT)
+            _join_all(procs, LADDER_WAIT)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            _join_all(procs, LADDER_WAIT)
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+            _join_all(procs, LADDER_WAIT)
         finally:
             self.views = None
             if self.segment is not None:
                 self.segment.close()
-                self.segment.unlink()
+                if self.shm_linked:
+                    self.segment.unlink()
+                    self.shm_linked = False
             if self.ctl is not None:
                 self.ctl.close(0)
             if self.ctx is not None:
                 self.ctx.term()
-            if os.path.isdir(self.run_dir):
+            if self.rundir.fd >= 0:
                 self._write_manifest("closed")
+            self.rundir.release()
 
     def __enter__(self) -> "Cluster":
         return self
@@ -226,52 +376,33 @@ class Cluster:
         out = []
         while self.ctl is not None and self.ctl.poll(0):
             ident, data = self.ctl.recv_multipart()
-            role = ident.decode()
+            role = ident.decode(errors="replace")
             try:
                 kind, body = unpack(data, self.run_id)
             except ProtocolError as e:
                 raise ProtocolError(f"from {role}: {e}") from None
-            if kind == Msg.ERROR and role in self.children:
-                self.children[role].error = str(body)
-            if kind == Msg.READY and role in self.children:
-                self._write_manifest("starting")
+            ch = self.children.get(role)
+            if ch is not None:
+                if kind == Msg.ERROR:
+                    ch.error = str(body)
+                elif kind == Msg.STEP and isinstance(body, dict):
+                    ch.step = str(body.get("step", ch.step))
+                    ch.since = time.monotonic()
+                elif kind == Msg.READY:
+                    ch.ready = True
             out.append((role, kind, body))
         return out
-
-    def _wait_all(self, kind: Msg, timeout: float, what: str, key: str | None = None) -> None:
-        waiting = set(self.children)
-        deadline = time.monotonic() + timeout
-        while waiting:
-            for role, k, body in self._drain_control():
-                if k == kind and role in waiting:
-                    waiting.discard(role)
-                    if key == "stopped":
-                        self.children[role].stopped = body or {}
-            for role in list(waiting):
-                ch = self.children[role]
-                if ch.error:
-                    raise ChildCrashed(f"{role} (pid {ch.proc.pid}) failed {what}: {ch.error}")
-                if ch.proc.exitcode is not None:
-                    raise ChildCrashed(f"{role} (pid {ch.proc.pid}) {describe_status(ch.proc.exitcode)} "
-                                       f"before it was ready {what}")
-            if not waiting:
-                break
-            if time.monotonic() > deadline:
-                raise EmuError(f"{', '.join(sorted(waiting))} did not answer within {timeout:.0f} s {what}")
-            self.ctl.poll(50)
-
-    def _join_all(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for ch in self.children.values():
-            ch.proc.join(max(0.0, deadline - time.monotonic()))
 
     def _write_manifest(self, state: str) -> None:
         manifest = {
             "run_id": self.run_id,
             "state": state,
-            "orchestrator_pid": os.getpid(),
-            "pids": {r: ch.proc.pid for r, ch in self.children.items()},
-            "shm": [self.shm_name],
+            "orchestrator": {"pid": os.getpid(), "create_time": _create_time(os.getpid())},
+            "pids": {ch.role: {"pid": ch.pid, "create_time": ch.create_time, "title": ch.title}
+                     for ch in self.children.values() if ch.proc is not None},
+            # The name is listed until it is unlinked (all children attached); emu clean
+            # removes a segment of a run killed before that.
+            "shm": [self.shm_name] if self.shm_linked else [],
             "endpoints": [endpoint(self.run_id, "ctl")] +
                          [endpoint(self.run_id, f"cpu{c}") for c in range(self.cfg.ncpus)],
             "run_dir": self.run_dir,
@@ -281,6 +412,19 @@ class Cluster:
         with open(tmp, "w") as f:
             json.dump(manifest, f, indent=2)
         os.replace(tmp, path)
+
+
+def _create_time(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def _join_all(procs: list, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
 
 
 def _ring_segs(ring) -> int:

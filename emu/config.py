@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import tomllib
 from importlib import resources
 from typing import Any
@@ -25,6 +26,7 @@ from .cpumask import cpus_of, format_list, format_mask, parse_list, parse_mask
 from .errors import ConfigError
 
 MAX_CPUS = 64
+MAX_WALL_S = 86_400       # a day: longer is a typo, not a run
 RSS_INDIR_SIZE = 128
 NETDEV_RSS_KEY_LEN = 52
 FLOW_LIMIT_HISTORY = 128
@@ -346,6 +348,8 @@ def _need(cond: bool, msg: str) -> None:
 def _typed(key: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value}")
     if kind is int and isinstance(value, bool):
         raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
     if not isinstance(value, kind):
@@ -393,10 +397,14 @@ def _validate(tree: dict) -> None:
 
     ncpus = _int_range(tree, "run.cpus", 1, MAX_CPUS)
     run = tree["run"]
-    _need(run["tdf"] > 0, f"run.tdf must be > 0 (got {run['tdf']})")
-    _need(run["duration"] > 0, f"run.duration must be > 0 seconds (got {run['duration']})")
-    _need(run["drain"] >= 0, f"run.drain must be >= 0 seconds (got {run['drain']})")
-    _need(run["refresh"] > 0, f"run.refresh must be > 0 seconds (got {run['refresh']})")
+    _need(1 <= run["tdf"] <= 1e6, f"run.tdf must be between 1 and 1e6: emulated time cannot "
+          f"run faster than real time (got {run['tdf']:g})")
+    _need(0 < run["duration"] <= MAX_WALL_S, f"run.duration must be > 0 and at most "
+          f"{MAX_WALL_S} seconds (got {run['duration']:g})")
+    _need(0 <= run["drain"] <= MAX_WALL_S, f"run.drain must be between 0 and {MAX_WALL_S} "
+          f"seconds (got {run['drain']:g})")
+    _need(0.05 <= run["refresh"] <= MAX_WALL_S, f"run.refresh must be between 0.05 and "
+          f"{MAX_WALL_S} seconds (got {run['refresh']:g})")
     _need(run["hz"] in (100, 250, 300, 1000), f"run.hz must be one of 100, 250, 300, 1000 (got {run['hz']})")
 
     _int_range(tree, "net.core.netdev_budget", 1, 2**31 - 1)
@@ -555,7 +563,9 @@ def _validate_sources(tree: dict, nq: int, speed: int) -> None:
             _need(src["on_ms"] > 0 and src["off_ms"] >= 0,
                   f"{p}: pattern 'onoff' needs on_ms > 0 and off_ms >= 0")
         w = src["weights"]
-        _need(not w or (len(w) == src["flows"] and all(isinstance(x, (int, float)) and x >= 0 for x in w) and sum(w) > 0),
+        _need(not w or (len(w) == src["flows"] and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        and math.isfinite(x) and x >= 0 for x in w)
+                        and sum(w) > 0),
               f"{p}.weights must be empty or give one non-negative weight per flow ({src['flows']})")
         for k in ("src_net", "dst_ip"):
             _need(_is_ipv4(src[k]), f"{p}.{k} must be a dotted IPv4 address (got {src[k]!r})")

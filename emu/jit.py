@@ -1,55 +1,98 @@
 """The one way this project compiles a kernel: ``@kernel`` (numba njit, cached, GIL released).
 
-numba's on-disk cache is checked against the source file of the decorated function only.
-A kernel that reads a constant from another module (a counter slot, a ring header word) or
-calls a kernel of another module keeps the compiled old value after that other file
-changes, silently. So every kernel of this project shares one cache directory named after
-a digest of all the project's sources (and the numba and Python versions): any change to
-any of them starts a new, empty cache.
-
-The directory is ``$EMU_NUMBA_CACHE`` if set, else ``$XDG_CACHE_HOME/emu/numba`` (default
-``~/.cache/emu/numba``), then the digest. Compiling from scratch takes a few seconds once;
-each process then loads the cache in about half a second.
+Every kernel caches into emu.kcache.cache_dir() (a directory per digest of all the sources;
+see emu/kcache.py for why) and is listed in REGISTRY. WARMERS names the functions that call
+every kernel once with the argument types a run uses: a process that runs them before
+traffic never compiles (or even loads) a kernel inside traffic, and ``python -m emu.jit``
+(the worker emu.kcache.ensure_compiled starts) runs them all to fill the cache, printing one
+JSON line per kernel compiled: {"done": k, "total": n, "name": ...}.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+import importlib
+import json
 import sys
-from pathlib import Path
 
 import numba
 from numba import njit
 
-_ROOT = Path(__file__).resolve().parent.parent
-_PACKAGES = ("emu", "cpus", "nic")
-
-
-def source_digest() -> str:
-    h = hashlib.sha256()
-    h.update(f"{numba.__version__} {sys.version_info[:3]}".encode())
-    for pkg in _PACKAGES:
-        for f in sorted((_ROOT / pkg).glob("*.py")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("EMU_NUMBA_CACHE")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        base = os.path.join(xdg, "emu", "numba")
-    return Path(base) / source_digest()
-
+from .kcache import cache_dir
 
 CACHE_DIR = cache_dir()
 # Read by numba when a cached function is decorated (not only at import), so setting it
 # here works whoever imported numba first.
 numba.config.CACHE_DIR = str(CACHE_DIR)
 
+REGISTRY: list = []
+
+# (module, function): each calls its package's kernels with a run's argument types.
+WARMERS = (("emu.atomic", "warm"), ("cpus.kernel", "warm"), ("nic.dma", "warm_default"))
+
 
 def kernel(fn):
-    """numba.njit(cache=True, nogil=True) with the project's versioned cache."""
-    return njit(cache=True, nogil=True)(fn)
+    """numba.njit(cache=True, nogil=True) with the project's versioned cache, registered."""
+    d = njit(cache=True, nogil=True)(fn)
+    REGISTRY.append(d)
+    return d
+
+
+def name_of(d) -> str:
+    return f"{d.py_func.__module__}.{d.py_func.__qualname__}"
+
+
+def warm_all() -> None:
+    """Compile (or load) every kernel with the argument types a run uses."""
+    for module, fn in WARMERS:
+        getattr(importlib.import_module(module), fn)()
+
+
+# Modules whose import does something: the fork server's preload (leaves the session and
+# loads every kernel) and the command line's entry point.
+_SIDE_EFFECTS = ("emu.preload",)
+
+
+def import_all() -> None:
+    """Import every module of the project, so REGISTRY lists every kernel there is."""
+    import pkgutil
+    for pkg in ("emu", "cpus", "nic"):
+        mod = importlib.import_module(pkg)
+        for info in pkgutil.iter_modules(mod.__path__, pkg + "."):
+            if info.name not in _SIDE_EFFECTS and not info.name.endswith("__main__"):
+                importlib.import_module(info.name)
+
+
+def _compile_with_progress(out) -> int:
+    from numba.core import event
+    import_all()
+    total = len(REGISTRY)
+    mine = {id(d) for d in REGISTRY}
+    done: set[int] = set()
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            pass
+
+        def on_end(self, ev):
+            d = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
+            if d is not None and id(d) in mine and id(d) not in done:
+                done.add(id(d))
+                out.write(json.dumps({"done": len(done), "total": total,
+                                      "name": name_of(d)}) + "\n")
+                out.flush()
+
+    with event.install_listener("numba:compile", Listener()):
+        warm_all()
+    missing = [name_of(d) for d in REGISTRY if not d.signatures]
+    if missing:
+        print(f"emu.jit: warm() left kernels uncompiled: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    out.write(json.dumps({"done": total, "total": total, "name": ""}) + "\n")
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    # Run as a script, this file is __main__; the kernels register in the module emu.jit.
+    from emu import jit as _jit
+    sys.exit(_jit._compile_with_progress(sys.stdout))

@@ -4,8 +4,8 @@ Every message is a msgpack array [VERSION, run_id, type, body]; a message with a
 version or run id is refused with both values named. Sockets, one per function:
 
   control  ROUTER (orchestrator) <-> DEALER (each child, identity "nic" or "cpu<N>"):
-           READY, START, STOP_TRAFFIC, STOP, STOPPED, EXIT, ERROR. Separate from the data
-           plane, so a flood of IRQs never delays a stop.
+           STEP (a startup step begun), READY, START, STOP_TRAFFIC, STOP, STOPPED, EXIT,
+           ERROR. Separate from the data plane, so a flood of IRQs never delays a stop.
   inbox    PULL bound by each CPU: IRQ {q} from the NIC, IPI_RPS {src} and IPI_RES {src}
            from other CPUs. Asynchronous, like an MSI write or an APIC ICR write.
 
@@ -21,7 +21,7 @@ import msgpack
 
 from .errors import ProtocolError
 
-VERSION = 1
+VERSION = 2
 
 
 class Msg(IntEnum):
@@ -32,6 +32,7 @@ class Msg(IntEnum):
     STOPPED = 5
     EXIT = 6
     ERROR = 7
+    STEP = 8
     IRQ = 16
     IPI_RPS = 17
     IPI_RES = 18

@@ -1,7 +1,11 @@
 """`emu run`: start the host, let traffic flow, show progress, stop in order, report.
 
-Ctrl-C (SIGINT) ends the traffic early and still produces the report; a second Ctrl-C skips
-the drain. Whatever happens, Cluster.close() leaves no process and no segment behind.
+Ctrl-C (SIGINT), SIGTERM and SIGHUP all end the run the same way: traffic stops, the queues
+drain, the children stop, the report is printed and written, and the exit status says which
+signal it was (128 + the signal number). A second signal skips the drain (the report then
+says drained: false). During the compile or the start nothing has run yet: the run ends at
+once with nothing left behind. Whatever happens, Cluster.close() leaves no process and no
+segment behind.
 """
 
 from __future__ import annotations
@@ -17,33 +21,56 @@ from .cluster import Cluster
 from .config import Config
 from .counters import SRC_DELIVERED0, C
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-class _Interrupt:
+
+class Stop:
+    """Counts the stop signals received; the first one's number gives the exit status."""
+
     def __init__(self):
         self.count = 0
+        self.first = 0
 
     def __call__(self, signum, frame):
         self.count += 1
+        if not self.first:
+            self.first = signum
+
+    def requested(self) -> int:
+        return self.first if self.count else 0
 
 
-def run(cfg: Config, run_dir: str | None = None, out=sys.stdout, err=sys.stderr,
+def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
         progress: bool | None = None) -> dict:
-    """Run one emulated host to completion; return the report (also in report.json)."""
-    interrupt = _Interrupt()
-    old = signal.signal(signal.SIGINT, interrupt)
-    progress = err.isatty() if progress is None else progress
+    """Run one emulated host to completion; return the report (also in report.json).
+
+    progress: None shows live lines (in place on a terminal, one a second otherwise);
+    False shows none. The report's "signal" is the signal that ended the run early, if any.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    stop = Stop()
+    old = {s: signal.signal(s, stop) for s in SIGNALS}
+    live = progress is not False
+    inplace = err.isatty() and live
+
+    def say(line: str) -> None:
+        if live:
+            err.write(f"emu: {line}\n")
+            err.flush()
+
     cluster = Cluster(cfg, run_dir)
     try:
         print(f"emu: run {cluster.run_id}: {cfg.ncpus} CPUs, {cfg.nqueues} RX queues, "
               f"TDF {cfg['run.tdf']:g}, {cfg['run.duration']:g} s; tree in {cluster.run_dir}",
               file=err, flush=True)
-        cluster.start()
+        cluster.start(progress=say, stop=stop.requested)
         duration = cfg["run.duration"]
         refresh = cfg["run.refresh"]
         t_start = time.monotonic()
         next_render = t_start
         last_line = 0.0
-        while not interrupt.count:
+        while not stop.count:
             now = time.monotonic()
             if now - t_start >= duration:
                 break
@@ -51,23 +78,24 @@ def run(cfg: Config, run_dir: str | None = None, out=sys.stdout, err=sys.stderr,
             if now >= next_render:
                 cluster.render()
                 next_render = now + refresh
-            if progress or now - last_line >= 1.0:
-                _progress(cluster, now - t_start, duration, err, progress)
+            if live and (inplace or now - last_line >= 1.0):
+                _progress(cluster, now - t_start, duration, err, inplace)
                 last_line = now
             time.sleep(min(0.05, max(0.0, duration - (now - t_start))))
-        interrupted = interrupt.count > 0
-        if progress:
+        interrupted = stop.count > 0
+        if inplace:
             err.write("\n")
         cluster.stop_traffic()
-        drained = True
-        if interrupt.count < 2:
-            drained = cluster.drain(cfg["run.drain"])
+        drained = False
+        if stop.count < 2:
+            drained = cluster.drain(cfg["run.drain"], stop=lambda: stop.count >= 2)
         cluster.check()
         cluster.stop()
         snap = cluster.snapshot()
         cluster.render()
         rep = report_mod.build(snap, cluster.queues(), cluster, interrupted=interrupted,
                                drained=drained)
+        rep["signal"] = signal.Signals(stop.first).name if stop.first else ""
         with open(os.path.join(cluster.run_dir, "report.json"), "w") as f:
             json.dump(rep, f, indent=2)
         out.write(report_mod.text(rep))
@@ -75,7 +103,15 @@ def run(cfg: Config, run_dir: str | None = None, out=sys.stdout, err=sys.stderr,
         return rep
     finally:
         cluster.close()
-        signal.signal(signal.SIGINT, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def exit_status(rep: dict) -> int:
+    """128 + the signal that ended the run early, 1 if conservation failed, else 0."""
+    if rep.get("signal"):
+        return 128 + int(signal.Signals[rep["signal"]])
+    return 0 if rep["conservation"]["ok"] else 1
 
 
 def _progress(cluster: Cluster, elapsed: float, duration: float, err, inplace: bool) -> None:

@@ -17,8 +17,10 @@ import numpy as np
 from cpus.backlog import Backlog, backlog_capacity
 from cpus.sock import SOCK_ENTRY, UdpSocket, socket_ring_capacity, truesize_of
 from emu.config import Config
+from emu.errors import ConfigError
 from emu.counters import CPU_SLOTS, NIC_SLOTS, cpu_block, nic_block
 from emu.ring import Ring, ring_bytes
+from emu.shmlock import LOCK_BYTES, ShmLock, init_lock
 from emu.skb import SKB
 
 SHM_DIR = "/dev/shm"
@@ -29,9 +31,10 @@ def _align(n: int, a: int = 64) -> int:
 
 
 class Layout:
-    """Offsets of every block in the run's segment."""
+    """Offsets of every block in the run's segment, and which config keys sized them."""
 
     def __init__(self, cfg: Config):
+        self.parts: list[tuple[int, str]] = []     # (bytes, the keys that drive them)
         off = 0
         self.nic = off
         off = _align(off + NIC_SLOTS * 8)
@@ -41,31 +44,74 @@ class Layout:
             off = _align(off + CPU_SLOTS * 8)
         self.ring_size = cfg["ethtool.rx_ring"]
         self.rx = []
+        start = off
         for _ in range(cfg.nqueues):
             self.rx.append(off)
             off = _align(off + ring_bytes(SKB, self.ring_size))
-        self.backlog_cap = backlog_capacity(cfg["net.core.netdev_max_backlog"])
+        self.parts.append((off - start, f"ethtool.rx_ring={self.ring_size} x "
+                                        f"ethtool.rx_queues={cfg.nqueues}"))
+        mx = cfg["net.core.netdev_max_backlog"]
+        self.backlog_cap = backlog_capacity(mx)
         self.backlog = []
+        start = off
         for _ in range(cfg.ncpus):
             self.backlog.append(off)
             off = _align(off + ring_bytes(SKB, self.backlog_cap))
+        self.parts.append((off - start, f"net.core.netdev_max_backlog={mx} "
+                                        f"({self.backlog_cap} slots) x run.cpus={cfg.ncpus}"))
         self.sock = []
         self.sock_cap = []
         min_truesize = int(truesize_of(np.array([60]))[0])
-        for s in cfg["udp.sockets"]:
+        for i, s in enumerate(cfg["udp.sockets"]):
             cap = socket_ring_capacity(s["rcvbuf"], min_truesize)
             self.sock.append(off)
             self.sock_cap.append(cap)
-            off = _align(off + ring_bytes(SOCK_ENTRY, cap))
+            size = _align(ring_bytes(SOCK_ENTRY, cap))
+            self.parts.append((size, f"udp.sockets.{i}.rcvbuf={s['rcvbuf']}"))
+            off += size
         self.sock_flow_entries = cfg["net.core.rps_sock_flow_entries"]
         self.sock_flow = off
         off = _align(off + 4 * self.sock_flow_entries)
+        self.parts.append((4 * self.sock_flow_entries,
+                           f"net.core.rps_sock_flow_entries={self.sock_flow_entries}"))
         self.flow_tables = []
         for q in range(cfg.nqueues):
             cnt = cfg.queue(q)["rps_flow_cnt"]
             self.flow_tables.append((off, cnt))
             off = _align(off + 8 * cnt)
+            self.parts.append((8 * cnt, f"sys.class.net.eth0.queues.rx-{q}.rps_flow_cnt={cnt}"))
+        self.backlog_locks = []
+        for _ in range(cfg.ncpus):
+            self.backlog_locks.append(off)
+            off += LOCK_BYTES
+        self.sock_locks = []
+        for _ in cfg["udp.sockets"]:
+            self.sock_locks.append(off)
+            off += LOCK_BYTES
         self.size = max(off, 4096)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def check_fits(layout: Layout, shm_dir: str = SHM_DIR) -> None:
+    """Refuse, before anything is created, a config whose segment /dev/shm cannot hold."""
+    try:
+        st = os.statvfs(shm_dir)
+        free = st.f_bavail * st.f_frsize
+    except OSError as e:
+        raise ConfigError(f"{shm_dir}: {e.strerror}; the run needs it for its shared memory") from None
+    if layout.size <= free:
+        return
+    big = sorted((p for p in layout.parts if p[0] * 100 >= layout.size), reverse=True)[:3]
+    drivers = "; ".join(f"{k} needs {_size(b)}" for b, k in big)
+    raise ConfigError(f"the run needs {_size(layout.size)} of shared memory but {shm_dir} has "
+                      f"{_size(free)} free ({drivers}): lower those settings")
 
 
 class Segment:
@@ -115,6 +161,8 @@ class Segment:
 
 def unlink_by_name(name: str) -> bool:
     """Remove a segment named in a manifest (emu clean); True if one was there."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"not a segment name: {name!r}")
     path = os.path.join(SHM_DIR, name)
     try:
         os.unlink(path)
@@ -126,17 +174,18 @@ def unlink_by_name(name: str) -> bool:
 class Views:
     """numpy and Ring views of every block, for one process."""
 
-    def __init__(self, cfg: Config, layout: Layout, buf, locks: dict | None = None):
+    def __init__(self, cfg: Config, layout: Layout, buf):
+        self.buf = buf
+        self.layout = layout
         self.nic = nic_block(buf, layout.nic)
         self.cpu = [cpu_block(buf, o) for o in layout.cpu]
         self.rx = [Ring(buf, SKB, layout.ring_size, o) for o in layout.rx]
-        locks = locks or {}
-        self.backlogs = [Backlog(c, Ring(buf, SKB, layout.backlog_cap, o), locks.get(("backlog", c)))
-                         for c, o in enumerate(layout.backlog)]
+        self.backlogs = [Backlog(c, Ring(buf, SKB, layout.backlog_cap, o), ShmLock(buf, lo))
+                         for c, (o, lo) in enumerate(zip(layout.backlog, layout.backlog_locks))]
         self.sockets = []
-        for i, (s, o, cap) in enumerate(zip(cfg["udp.sockets"], layout.sock, layout.sock_cap)):
+        for s, o, cap, lo in zip(cfg["udp.sockets"], layout.sock, layout.sock_cap, layout.sock_locks):
             ring = Ring(buf, SOCK_ENTRY, cap, o)
-            self.sockets.append(UdpSocket(ring, locks.get(("sock", i)), s["port"], s["rcvbuf"],
+            self.sockets.append(UdpSocket(ring, ShmLock(buf, lo), s["port"], s["rcvbuf"],
                                           s["reader_cpu"], connect=s["connect"]))
         self.sock_flow = (np.ndarray((layout.sock_flow_entries,), dtype="<u4", buffer=buf,
                                      offset=layout.sock_flow)
@@ -146,7 +195,9 @@ class Views:
                             for o, cnt in layout.flow_tables]
 
     def init_tables(self) -> None:
-        """Owner only, before children start: the kernel's initial table contents."""
+        """Owner only, before children start: the locks, the kernel's initial tables."""
+        for off in self.layout.backlog_locks + self.layout.sock_locks:
+            init_lock(self.buf, off)
         from cpus.rps import RPS_NO_CPU
         if self.sock_flow is not None:
             self.sock_flow[:] = RPS_NO_CPU

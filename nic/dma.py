@@ -130,3 +130,17 @@ def warm(sources, nqueues: int) -> None:
     # contiguous, as dma_arrivals passes it: a kernel meeting a new array layout compiles
     # then, inside traffic (a field view is contiguous only when it has one record)
     group_by_queue(np.ascontiguousarray(empty(2)["queue"]), nqueues)
+
+
+def warm_default() -> None:
+    """warm() for the default config's sources: the same kernels and argument types as any
+    run (a source's pattern, protocol or size changes no type)."""
+    from emu.config import resolve
+
+    from .rss import Rss
+    from .traffic import Source
+    cfg = resolve(None, [])
+    rss = Rss.from_ethtool(cfg["ethtool"])
+    warm([Source(s, i, rss, cfg["run.seed"]) for i, s in enumerate(cfg["traffic.sources"])],
+         cfg.nqueues)
+

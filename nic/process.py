@@ -11,13 +11,12 @@ resolves to; the driver unmasks it after napi_complete_done.
 from __future__ import annotations
 
 import time
-import traceback
 
 import zmq
 
 from cpus.kernel import RX_IRQ_MASKED
 from emu import atomic
-from emu.child import Control, Orphaned, bootstrap, report_crash
+from emu.child import Control
 from emu.clock import DilatedClock
 from emu.config import Config
 from emu.counters import C, N, Q_IRQS, nq
@@ -34,41 +33,32 @@ STEP_NS = 10_000          # emulated ns between loop turns when nothing is due s
 MIN_SLEEP_S = 50e-6
 
 
-def main(cfg_dict: dict, run_id: str, shm_name: str, parent_pid: int) -> None:
-    ctl = None
-    try:
-        bootstrap("emu nic/eth0", parent_pid)
-        cfg = Config(cfg_dict)
-        ctx = zmq.Context()
-        seg = Segment.attach(shm_name)
-        views = Views(cfg, Layout(cfg), seg.buf)
-        rss = Rss.from_ethtool(cfg["ethtool"])
-        seed = cfg["run.seed"]
-        sources = [Source(s, i, rss, seed) for i, s in enumerate(cfg["traffic.sources"])]
-        nqueues = cfg.nqueues
-        coal = [Coalescer(cfg["ethtool.rx_usecs"], cfg["ethtool.rx_frames"]) for _ in range(nqueues)]
-        target = effective_cpus([cfg.irq_affinity(q) for q in range(nqueues)], (1 << cfg.ncpus) - 1)
-        pushes = {}
-        for c in sorted(set(target)):
-            s = ctx.socket(zmq.PUSH)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(endpoint(run_id, f"cpu{c}"))
-            pushes[c] = s
-        irq_msg = [pack(run_id, Msg.IRQ, q) for q in range(nqueues)]
-        warm(sources, nqueues)
-        atomic.warm()
-        ctl = Control(ctx, run_id, "nic", parent_pid)
-        clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
-        _run(clock, views, sources, coal, target, pushes, irq_msg, ctl)
-        ctl.finish(clock.now())
-    except Orphaned:
-        return
-    except SystemExit:
-        raise
-    except BaseException as e:
-        traceback.print_exc()
-        report_crash(ctl, "nic", e)
-        raise SystemExit(70)
+def main(ctl: Control, index: int, cfg_dict: dict, run_id: str, shm_name: str) -> None:
+    """Steps after emu.child.entry: load the kernels, attach, handshake, run, report."""
+    cfg = Config(cfg_dict)
+    rss = Rss.from_ethtool(cfg["ethtool"])
+    seed = cfg["run.seed"]
+    sources = [Source(s, i, rss, seed) for i, s in enumerate(cfg["traffic.sources"])]
+    nqueues = cfg.nqueues
+    ctl.step("cache load")
+    warm(sources, nqueues)
+    atomic.warm()
+    ctl.step("attach")
+    ctx = ctl.ctx
+    seg = Segment.attach(shm_name)
+    views = Views(cfg, Layout(cfg), seg.buf)
+    coal = [Coalescer(cfg["ethtool.rx_usecs"], cfg["ethtool.rx_frames"]) for _ in range(nqueues)]
+    target = effective_cpus([cfg.irq_affinity(q) for q in range(nqueues)], (1 << cfg.ncpus) - 1)
+    pushes = {}
+    for c in sorted(set(target)):
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint(run_id, f"cpu{c}"))
+        pushes[c] = s
+    irq_msg = [pack(run_id, Msg.IRQ, q) for q in range(nqueues)]
+    clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
+    _run(clock, views, sources, coal, target, pushes, irq_msg, ctl)
+    ctl.finish(clock.now())
 
 
 def _run(clock, views, sources, coal, target, pushes, irq_msg, ctl) -> None:

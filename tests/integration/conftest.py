@@ -20,15 +20,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _manifest_segments(root) -> set[str]:
+    """The segment name of every run under root (a run's segment is emu-<run id>)."""
     names = set()
     for dirpath, _dirs, files in os.walk(root):
         if "manifest.json" in files:
             try:
                 with open(os.path.join(dirpath, "manifest.json")) as f:
-                    names.update(json.load(f).get("shm", []))
-            except (OSError, json.JSONDecodeError):
+                    m = json.load(f)
+                names.update(n for n in m.get("shm", []) if isinstance(n, str) and "/" not in n)
+                if isinstance(m.get("run_id"), str) and "/" not in m["run_id"]:
+                    names.add(f"emu-{m['run_id']}")
+            except (OSError, ValueError, AttributeError):
                 pass
     return names
+
+
+def _semaphores() -> set[str]:
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith("sem.")}
+    except OSError:
+        return set()
 
 
 def _descendants() -> set[int]:
@@ -41,6 +52,7 @@ def _descendants() -> set[int]:
 @pytest.fixture(autouse=True)
 def no_leaks(tmp_path):
     kids_before = _descendants()
+    sems_before = _semaphores()
     yield
     deadline = time.monotonic() + 10
     leaked = _descendants() - kids_before
@@ -58,8 +70,10 @@ def no_leaks(tmp_path):
             os.unlink(os.path.join("/dev/shm", name))
         except FileNotFoundError:
             pass
+    new_sems = _semaphores() - sems_before
     assert not leaked, f"processes left behind: {sorted(leaked)}"
     assert not new_shm, f"shared memory left behind: {sorted(new_shm)}"
+    assert not new_sems, f"named semaphores left behind: {sorted(new_sems)}"
 
 
 def emu_cmd(*args: str) -> list[str]:

@@ -1,9 +1,11 @@
-"""Real processes: a short run, an overload run, a killed CPU, Ctrl-C, bad input, emu clean."""
+"""Real processes: a short run, an overload run, a killed CPU, signals, bad input, emu clean."""
 
 import json
 import os
 import signal
 import subprocess
+import sys
+import time
 
 import psutil
 import pytest
@@ -13,6 +15,35 @@ from .conftest import report, run_emu, start_emu, wait_manifest
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 FAST = ["--tdf", "100", "--no-progress", "--set", "run.drain=3"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _child_pids(manifest: dict) -> list[int]:
+    return [e["pid"] for e in manifest["pids"].values()]
+
+
+def _wait_gone(pids, timeout: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if _alive(p)]
+    return alive
+
+
+def _finish(p: subprocess.Popen, timeout: float = 90):
+    try:
+        return p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
 
 
 def test_short_run_conserves_every_frame(tmp_path):
@@ -41,8 +72,9 @@ def test_short_run_conserves_every_frame(tmp_path):
     with open(os.path.join(run_dir, "manifest.json")) as f:
         manifest = json.load(f)
     assert manifest["state"] == "closed"
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                   for p in manifest["pids"].values())
+    assert not any(_alive(p) for p in _child_pids(manifest))
+    # --no-progress: no progress line at all, only the header
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [r.stderr.splitlines()[0]]
 
 
 def test_rendered_tree_reads_with_psutil(tmp_path):
@@ -109,9 +141,8 @@ def test_sigkill_of_a_cpu_fails_the_run_cleanly(tmp_path):
     p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
     try:
         m = wait_manifest(run_dir)
-        victim = m["pids"]["cpu1"]
-        os.kill(victim, signal.SIGKILL)
-        out, err = p.communicate(timeout=60)
+        os.kill(m["pids"]["cpu1"]["pid"], signal.SIGKILL)
+        out, err = _finish(p)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
@@ -119,41 +150,117 @@ def test_sigkill_of_a_cpu_fails_the_run_cleanly(tmp_path):
     assert p.returncode == 3, err
     assert "cpu1" in err and "SIGKILL" in err
     assert err.strip().splitlines()[-1].startswith("emu: cpu1")
-    for pid in m["pids"].values():
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert not os.path.exists("/dev/shm/" + m["shm"][0])
+    assert not _wait_gone(_child_pids(m))
+    assert not os.path.exists(f"/dev/shm/emu-{m['run_id']}")
 
 
-def test_ctrl_c_ends_the_run_with_a_report(tmp_path):
+def _signal_run(tmp_path, how, signals=(signal.SIGINT,), pause=1.0):
+    """Start a long run, send it signals once it runs, return (returncode, out, err, manifest)."""
     run_dir = str(tmp_path / "run")
     p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
     try:
         m = wait_manifest(run_dir)
-        import time
-        time.sleep(1.0)
-        os.killpg(p.pid, signal.SIGINT)          # what a terminal's Ctrl-C does
-        out, err = p.communicate(timeout=60)
+        time.sleep(pause)
+        for sig in signals:
+            if how == "group":
+                os.killpg(p.pid, sig)                # what a terminal (or systemd) does
+            else:
+                os.kill(p.pid, sig)                  # kill PID
+        out, err = _finish(p)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
-    assert p.returncode == 130, err
+    return p.returncode, out, err, m, run_dir
+
+
+@pytest.mark.parametrize("how, sig, status", [
+    ("group", signal.SIGINT, 130),          # Ctrl-C
+    ("pid", signal.SIGTERM, 143),           # kill PID
+    ("group", signal.SIGTERM, 143),         # kill -TERM -PGID, timeout(1), systemd
+    ("group", signal.SIGHUP, 129),          # the terminal went away
+])
+def test_a_signal_ends_the_run_with_its_report(tmp_path, how, sig, status):
+    rc, out, err, m, run_dir = _signal_run(tmp_path, how, (sig,))
+    assert rc == status, err
     assert "conservation: generated" in out
     rep = report(run_dir)
-    assert rep["interrupted"] is True
+    assert rep["interrupted"] is True and rep["signal"] == sig.name
+    assert rep["drained"] is True
     assert rep["conservation"]["unaccounted"] == 0
-    assert not os.path.exists("/dev/shm/" + m["shm"][0])
+    with open(os.path.join(run_dir, "manifest.json")) as f:
+        assert json.load(f)["state"] == "closed"
+    assert "Traceback" not in err, err
+    assert not _wait_gone(_child_pids(m))
+
+
+def test_a_second_ctrl_c_skips_the_drain(tmp_path):
+    rc, out, err, m, run_dir = _signal_run(tmp_path, "group", (signal.SIGINT, signal.SIGINT))
+    assert rc == 130, err
+    rep = report(run_dir)
+    assert rep["drained"] is False
+    assert rep["conservation"]["unaccounted"] == 0        # what did not drain is counted queued
+    assert "Traceback" not in err
+
+
+def test_a_run_directory_in_use_is_refused_and_a_reused_one_is_cleared(tmp_path):
+    run_dir = str(tmp_path / "run")
+    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
+    try:
+        wait_manifest(run_dir)
+        r = run_emu("run", "--duration", "1", "--run-dir", run_dir, *FAST, timeout=60)
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"in use by a live run (pid {p.pid})" in lines[0], r.stderr
+        os.killpg(p.pid, signal.SIGINT)
+        _finish(p)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    first = report(run_dir)
+    assert os.path.exists(os.path.join(run_dir, "proc", "stat"))
+    # A reused directory starts empty of the last run's outputs: a run that fails to start
+    # leaves no report.json or proc/ of the previous one to be mistaken for its own.
+    again = run_emu("run", "--run-dir", run_dir, "--set", "run.cpus=2",
+                  "--set", "traffic.sources.0.rate_pps=1e6", *FAST, timeout=120)
+    assert again.returncode == 0, again.stderr
+    second = report(run_dir)
+    assert second["run_id"] != first["run_id"]
+    assert len(second["cpus"]) == 2
+
+
+def test_nothing_outlives_a_sigkilled_orchestrator_and_resource_tracker(tmp_path):
+    run_dir = str(tmp_path / "run")
+    sems_before = {n for n in os.listdir("/dev/shm") if n.startswith("sem.")}
+    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
+    try:
+        m = wait_manifest(run_dir)
+        helpers = psutil.Process(p.pid).children()   # fork server, resource tracker
+        os.kill(p.pid, signal.SIGKILL)
+        for h in helpers:
+            try:
+                h.kill()
+            except psutil.NoSuchProcess:
+                pass
+        p.wait(10)
+        left = _wait_gone(_child_pids(m) + [h.pid for h in helpers])
+        assert not left, f"still running: {left}"
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    assert not os.path.exists(f"/dev/shm/emu-{m['run_id']}")
+    assert {n for n in os.listdir("/dev/shm") if n.startswith("sem.")} <= sems_before
 
 
 @pytest.mark.parametrize("args, words", [
     (["--set", "net.core.netdev_budget=0"], "net.core.netdev_budget must be"),
-    (["--cpus", "0"], "run.cpus must be between 1 and 64"),
-    (["--set", "ethtool.rx_ring=500"], "power of two"),
-    (["--set", "proc.irq.120.smp_affinity=10"], "names CPU 4"),
-    (["--tdf", "0"], "run.tdf must be > 0"),
-    (["--set", "net.core.bogus=1"], "unknown config key 'net.core.bogus'"),
+    (["--tdf", "inf"], "run.tdf: expected a finite number"),
+    (["--duration", "inf"], "run.duration: expected a finite number"),
+    (["--set", "traffic.sources.0.rate_pps=1e30"], "a 10000 Mb/s link"),
+    (["--set", "net.core.netdev_max_backlog=2147483647"], "of shared memory but /dev/shm has"),
     (["--scenario", "nosuch"], "no such scenario"),
-    (["--config", "/nonexistent.toml"], "--config /nonexistent.toml"),
 ])
 def test_bad_input_starts_nothing(tmp_path, args, words):
     run_dir = tmp_path / "run"
@@ -164,27 +271,47 @@ def test_bad_input_starts_nothing(tmp_path, args, words):
     assert not run_dir.exists()
 
 
-def test_clean_removes_only_what_the_manifest_names(tmp_path):
-    name = f"emu-cleantest-{os.getpid()}"
+def _manifest_for(proc: psutil.Process, role: str, run_id: str, shm: list) -> dict:
+    title = "emu nic/eth0" if role == "nic" else f"emu cpu/{role[3:]}"
+    return {"run_id": run_id, "state": "running",
+            "orchestrator": {"pid": 4_000_000, "create_time": 1.0},
+            "pids": {role: {"pid": proc.pid, "create_time": proc.create_time(), "title": title}},
+            "shm": shm}
+
+
+def _titled(title: str) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", "import setproctitle, time; "
+                          f"setproctitle.setproctitle({title!r}); time.sleep(60)"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if " ".join(a for a in psutil.Process(p.pid).cmdline() if a) == title:
+                return p
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    p.kill()
+    raise AssertionError("the titled process never showed its title")
+
+
+def test_clean_removes_only_what_the_manifest_names_and_is_ours(tmp_path):
+    run_id = f"{os.getpid() & 0xFFFFFFFF:08x}"
+    name = f"emu-{run_id}"
     fd = os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     os.ftruncate(fd, 4096)
     os.close(fd)
-    ours = subprocess.Popen(["python3", "-c", "import setproctitle, time; "
-                             "setproctitle.setproctitle('emu cpu/9'); time.sleep(60)"])
+    ours = _titled("emu cpu/9")
     other = subprocess.Popen(["sleep", "60"])
     try:
-        import time
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if " ".join(psutil.Process(ours.pid).cmdline()).startswith("emu "):
-                break
-            time.sleep(0.05)
-        manifest = {"pids": {"cpu9": ours.pid, "nic": other.pid}, "shm": [name]}
-        (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+        m = _manifest_for(psutil.Process(ours.pid), "cpu9", run_id, [name])
+        m["pids"]["nic"] = {"pid": other.pid, "create_time": psutil.Process(other.pid).create_time(),
+                            "title": "emu nic/eth0"}
+        (tmp_path / "manifest.json").write_text(json.dumps(m))
         r = run_emu("clean", str(tmp_path), timeout=60)
         assert r.returncode == 0, r.stderr
         assert ours.wait(10) is not None
         assert other.poll() is None                   # not an emulator process: untouched
+        assert "nic: pid" in r.stdout and "no longer ours" in r.stdout
         assert not os.path.exists(f"/dev/shm/{name}")
         assert f"/dev/shm/{name} removed" in r.stdout
     finally:
@@ -194,6 +321,50 @@ def test_clean_removes_only_what_the_manifest_names(tmp_path):
                 p.wait(10)
         if os.path.exists(f"/dev/shm/{name}"):
             os.unlink(f"/dev/shm/{name}")
+
+
+def test_clean_leaves_a_reused_pid_alone(tmp_path):
+    """A pid whose start time differs from the manifest's is another process now."""
+    ours = _titled("emu cpu/0")
+    try:
+        m = _manifest_for(psutil.Process(ours.pid), "cpu0", "0000beef", [])
+        m["pids"]["cpu0"]["create_time"] -= 100.0
+        (tmp_path / "manifest.json").write_text(json.dumps(m))
+        r = run_emu("clean", str(tmp_path), timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert ours.poll() is None and "no longer ours" in r.stdout
+    finally:
+        ours.kill()
+        ours.wait(10)
+
+
+def test_clean_refuses_names_outside_dev_shm(tmp_path):
+    victim = tmp_path / "x"
+    victim.write_text("keep me")
+    for shm in ([str(victim)], [f"../..{victim}"]):
+        m = {"run_id": "0000beef", "state": "closed",
+             "orchestrator": {"pid": 4_000_000, "create_time": 1.0}, "pids": {}, "shm": shm}
+        (tmp_path / "manifest.json").write_text(json.dumps(m))
+        r = run_emu("clean", str(tmp_path), timeout=60)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert victim.read_text() == "keep me"
+
+
+def test_clean_refuses_a_live_run(tmp_path):
+    run_dir = str(tmp_path / "run")
+    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
+    try:
+        m = wait_manifest(run_dir)
+        r = run_emu("clean", run_dir, timeout=60)
+        assert r.returncode == 2 and "is still running" in r.stderr, r.stderr
+        assert all(_alive(pid) for pid in _child_pids(m))
+        os.killpg(p.pid, signal.SIGINT)
+        _finish(p)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    assert p.returncode == 130
 
 
 def test_clean_without_manifest_is_bad_input(tmp_path):
