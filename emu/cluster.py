@@ -40,6 +40,8 @@ from .protocol import Msg, endpoint, pack, unpack
 from .rundir import RunDir
 from .shm import Layout, Segment, Views, check_fits
 
+U_DEFICIT = 3                  # a socket ring's forward_deficit word (cpus.sock.U_DEFICIT)
+
 # From when the children begin to load (the kernels are compiled by then) until every one
 # is READY. Measured warm: about 1.5 s on an idle 2-core box; a box whose cores are both
 # busy with other work can make it several times that.
@@ -362,8 +364,13 @@ class Cluster:
             cpu[i, C.DROPPED] = b.dropped
             cpu[i, C.INPUT_QLEN] = len(b.ring)
         uptime = max(int(c[C.NOW]) for c in v.cpu) if v.cpu else 0
+        socks = tuple(procfs.SockStat(index=i, port=s.port, connect=sc["connect"], rmem=s.rmem(),
+                                      drops=s.drops(), reader_cpu=s.reader_cpu,
+                                      deficit=s.ring.user(U_DEFICIT))
+                      for i, (s, sc) in enumerate(zip(v.sockets, self.cfg["udp.sockets"])))
         return procfs.Snapshot(cpu=cpu, nic=v.nic.copy(), cfg=self.cfg, btime=self.btime,
-                               uptime_ns=uptime, effective_cpu=list(self.effective_cpu))
+                               uptime_ns=uptime, effective_cpu=list(self.effective_cpu),
+                               sockets=socks)
 
     def render(self) -> None:
         procfs.write_tree(self.run_dir, procfs.tree(self.snapshot()))

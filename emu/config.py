@@ -22,10 +22,13 @@ import tomllib
 from importlib import resources
 from typing import Any
 
-from .cpumask import cpus_of, format_list, format_mask, parse_list, parse_mask
+from .cpumask import format_list, format_mask, parse_list, parse_mask
 from .errors import ConfigError
 
 MAX_CPUS = 64
+MAX_QUEUES = 64
+MAX_COST_NS = 1_000_000_000   # one emulated second per item of work: beyond it, a typo
+MAX_SOURCE_MS = 1e9           # source times (about 11.6 emulated days) stay in int64 ns
 MAX_WALL_S = 86_400       # a day: longer is a typo, not a run
 RSS_INDIR_SIZE = 128
 NETDEV_RSS_KEY_LEN = 52
@@ -237,6 +240,8 @@ def _materialise_dynamic(tree: dict) -> None:
         ncpus = int(tree["run"]["cpus"])
     except (TypeError, ValueError):
         return  # _validate reports the bad scalar with its key
+    if not (1 <= nq <= MAX_QUEUES and 1 <= ncpus <= MAX_CPUS and 0 <= base < 2**31):
+        return  # out of range: _validate says so before anything uses them
     eth0 = tree.setdefault("sys", {}).setdefault("class", {}).setdefault("net", {}).setdefault("eth0", {})
     queues = eth0.setdefault("queues", {})
     for name in list(queues):
@@ -427,7 +432,7 @@ def _validate(tree: dict) -> None:
     _int_range(tree, "sys.class.net.eth0.napi_weight", 1, 64, " (drivers warn above NAPI_POLL_WEIGHT 64)")
 
     _int_range(tree, "ethtool.speed", 10, 800_000, " Mb/s")
-    nq = _int_range(tree, "ethtool.rx_queues", 1, 64)
+    nq = _int_range(tree, "ethtool.rx_queues", 1, MAX_QUEUES)
     ring = _int_range(tree, "ethtool.rx_ring", 64, 8192)
     _need(_is_pow2(ring), f"ethtool.rx_ring must be a power of two between 64 and 8192 (got {ring})")
     us = _int_range(tree, "ethtool.rx_usecs", 0, 10_000)
@@ -453,14 +458,14 @@ def _validate(tree: dict) -> None:
         _need(not bad, f"ethtool.rss_indir names queue {bad[0] if bad else 0}, but eth0 has rx-0..rx-{nq - 1}")
     _int_range(tree, "irq.base", 16, 4000)
 
-    for section, node in (("cost", tree["cost"]),):
-        for k, v in node.items():
-            _need(v >= 0, f"{section}.{k} must be >= 0 emulated ns (got {v})")
-    sched = tree["sched"]
+    for k in tree["cost"]:
+        _int_range(tree, f"cost.{k}", 0, MAX_COST_NS, " emulated ns")
     for k in ("ksoftirqd_nice", "user_nice"):
         _int_range(tree, f"sched.{k}", -20, 19)
-    for k in ("sched_latency_ns", "min_granularity_ns", "wakeup_granularity_ns", "recv_batch"):
-        _need(sched[k] > 0, f"sched.{k} must be > 0 (got {sched[k]})")
+    for k in ("sched_latency_ns", "min_granularity_ns", "wakeup_granularity_ns"):
+        _int_range(tree, f"sched.{k}", 1, 10 * MAX_COST_NS)
+    _int_range(tree, "sched.recv_batch", 1, 65536)
+    _int_range(tree, "run.seed", 0, 2**63 - 1)
 
     for q in range(nq):
         qkey = f"sys.class.net.eth0.queues.rx-{q}"
@@ -477,7 +482,7 @@ def _validate(tree: dict) -> None:
             _need(k in _IRQ_KEYS, f"unknown config key '{ikey}.{k}' (keys in {ikey}: smp_affinity, smp_affinity_list)")
         if "smp_affinity_list" in it:
             try:
-                mask = parse_list(it["smp_affinity_list"])
+                mask = parse_list(it["smp_affinity_list"], ncpus)
             except ValueError as e:
                 raise ConfigError(f"{ikey}.smp_affinity_list: {e}") from None
             _mask_in_range(f"{ikey}.smp_affinity_list", it["smp_affinity_list"], mask, ncpus)
@@ -509,9 +514,11 @@ def _cpu_mask(tree: dict, key: str, text: Any, ncpus: int, allow_empty: bool) ->
 
 
 def _mask_in_range(key: str, text: str, mask: int, ncpus: int) -> None:
-    extra = [c for c in cpus_of(mask) if c >= ncpus]
-    _need(not extra, f"{key} = {text!r} names CPU {extra[0] if extra else 0}, "
-          f"but the host has CPUs 0-{ncpus - 1}")
+    high = mask >> ncpus
+    if high:
+        first = ncpus + (high & -high).bit_length() - 1
+        raise ConfigError(f"{key} = {text!r} names CPU {first}, but the host has CPUs "
+                          f"0-{ncpus - 1}")
 
 
 # Bytes a frame occupies on the wire beyond its length here (which has no FCS): the FCS,
@@ -556,17 +563,22 @@ def _validate_sources(tree: dict, nq: int, speed: int) -> None:
               f"{p}.rate_pps must be at most {top:,.0f}: a {speed} Mb/s link (ethtool.speed) "
               f"carries no more {src['frame_len']}-byte frames per second (got {src['rate_pps']:g})")
         _need(-1 <= src["queue"] < nq, f"{p}.queue must be -1 (any) or a queue 0..{nq - 1} (got {src['queue']})")
-        _need(src["start_ms"] >= 0, f"{p}.start_ms must be >= 0 (got {src['start_ms']})")
-        _need(src["stop_ms"] < 0 or src["stop_ms"] > src["start_ms"],
+        for k in ("start_ms", "on_ms", "off_ms"):
+            _need(0 <= src[k] <= MAX_SOURCE_MS, f"{p}.{k} must be between 0 and {MAX_SOURCE_MS:g} "
+                  f"emulated ms (got {src[k]:g})")
+        _need(src["stop_ms"] <= MAX_SOURCE_MS, f"{p}.stop_ms must be -1 (never) or at most "
+              f"{MAX_SOURCE_MS:g} emulated ms (got {src['stop_ms']:g})")
+        _need(src["stop_ms"] == -1 or src["stop_ms"] > src["start_ms"],
               f"{p}.stop_ms must be -1 (never) or after start_ms (got {src['stop_ms']})")
         if src["pattern"] == "onoff":
             _need(src["on_ms"] > 0 and src["off_ms"] >= 0,
                   f"{p}: pattern 'onoff' needs on_ms > 0 and off_ms >= 0")
         w = src["weights"]
         _need(not w or (len(w) == src["flows"] and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                        and math.isfinite(x) and x >= 0 for x in w)
+                                                        and math.isfinite(x) and 0 <= x <= 1e12 for x in w)
                         and sum(w) > 0),
-              f"{p}.weights must be empty or give one non-negative weight per flow ({src['flows']})")
+              f"{p}.weights must be empty or give one weight per flow ({src['flows']}), "
+              f"each between 0 and 1e12, not all 0")
         for k in ("src_net", "dst_ip"):
             _need(_is_ipv4(src[k]), f"{p}.{k} must be a dotted IPv4 address (got {src[k]!r})")
 
@@ -588,7 +600,8 @@ def _validate_sockets(tree: dict, ncpus: int) -> None:
         ports.add(s["port"])
         _need(-1 <= s["reader_cpu"] < ncpus, f"{p}.reader_cpu names CPU {s['reader_cpu']}, "
               f"but the host has CPUs 0-{ncpus - 1} (-1: the socket's index modulo run.cpus)")
-        _need(s["rcvbuf"] == 0 or s["rcvbuf"] >= 2304, f"{p}.rcvbuf must be 0 (rmem_default) or >= 2304 (got {s['rcvbuf']})")
+        _need(s["rcvbuf"] == 0 or 2304 <= s["rcvbuf"] <= 2**31 - 1,
+              f"{p}.rcvbuf must be 0 (rmem_default) or between 2304 and {2**31 - 1} (got {s['rcvbuf']})")
         if s["connect"]:
             ip, _, port = s["connect"].rpartition(":")
             _need(_is_ipv4(ip) and port.isdigit() and 0 < int(port) < 65536,
@@ -628,7 +641,7 @@ def _derive(tree: dict) -> None:
         if qt["rps_flow_cnt"]:
             qt["rps_flow_cnt"] = _roundup_pow2(qt["rps_flow_cnt"])
         it = tree["proc"]["irq"][str(tree["irq"]["base"] + q)]
-        mask = parse_list(it["smp_affinity_list"]) if "smp_affinity_list" in it else parse_mask(_maskish(it["smp_affinity"]))
+        mask = parse_list(it["smp_affinity_list"], ncpus) if "smp_affinity_list" in it else parse_mask(_maskish(it["smp_affinity"]))
         it.clear()
         it["smp_affinity"] = format_mask(mask, ncpus)
         it["smp_affinity_list"] = format_list(mask)

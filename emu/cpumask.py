@@ -36,8 +36,8 @@ def format_mask(mask: int, nr_cpu_ids: int) -> str:
     return ",".join(out)
 
 
-def parse_list(text: str) -> int:
-    """Parse a CPU list ("0-3,8") into a mask."""
+def parse_list(text: str, nbits: int) -> int:
+    """Parse a CPU list ("0-3,8") into a mask of CPUs below nbits (nr_cpu_ids)."""
     mask = 0
     s = str(text).strip()
     if not s:
@@ -45,19 +45,16 @@ def parse_list(text: str) -> int:
     for part in s.split(","):
         part = part.strip()
         try:
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if lo > hi or lo < 0:
-                    raise ValueError
-                for c in range(lo, hi + 1):
-                    mask |= 1 << c
-            else:
-                c = int(part)
-                if c < 0:
-                    raise ValueError
-                mask |= 1 << c
+            lo, _, hi = part.partition("-")
+            lo, hi = int(lo), int(hi if hi else lo)
+            if lo > hi or lo < 0:
+                raise ValueError
         except ValueError:
             raise ValueError(f"{text!r} is not a CPU list (e.g. '0-3,8')") from None
+        if hi >= nbits:
+            # bitmap_parselist refuses a CPU past the mask's size: ERANGE
+            raise ValueError(f"{text!r} names CPU {hi}, but the host has CPUs 0-{nbits - 1}")
+        mask |= ((1 << (hi - lo + 1)) - 1) << lo
     return mask
 
 

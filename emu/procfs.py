@@ -15,6 +15,9 @@ Format sources (read in the kernel source; the kernel wins where the project ref
   /proc/uptime             fs/proc/uptime.c uptime_proc_show
   /proc/net/dev            net/core/net-procfs.c dev_seq_show, dev_seq_printf_stats
   /proc/net/snmp           net/ipv4/proc.c snmp_seq_show (6.3+ column sets)
+  /proc/net/netstat        net/ipv4/proc.c netstat_seq_show, net/mptcp/mib.c mptcp_seq_show
+  /proc/net/udp            net/ipv4/udp.c udp4_seq_show, udp4_format_sock
+  eth0/* attributes        net/core/net-sysfs.c net_class_attrs, net/ethernet/eth.c sysfs_format_mac
   statistics/*             net/core/net-sysfs.c netstat_attrs ("%llu\\n" of dev_get_stats)
   bitmap files             lib/vsprintf.c bitmap_string / bitmap_list_string (emu.cpumask)
 """
@@ -40,6 +43,7 @@ USER_HZ = 100
 NSEC_PER_SEC = 1_000_000_000
 _NSEC_PER_TICK = NSEC_PER_SEC // USER_HZ
 U32 = 0xFFFFFFFF
+U64 = 0xFFFFFFFFFFFFFFFF
 
 # net.core knobs that hold CPU masks (printed with bitmap_string).
 _MASK_KNOBS = frozenset({"flow_limit_cpu_bitmap", "rps_default_mask"})
@@ -54,6 +58,19 @@ class Snapshot:
     btime: int                 # unix seconds of the run start (the emulated boot)
     uptime_ns: int             # emulated ns since the start
     effective_cpu: list[int]   # per RX queue: the CPU its vector is delivered to
+    sockets: tuple = ()        # SockStat per emulated UDP socket, for /proc/net/udp
+
+
+@dataclass(frozen=True)
+class SockStat:
+    """One emulated UDP socket (bound to INADDR_ANY:port) as /proc/net/udp reads it."""
+    index: int                 # the socket's number (udp.sockets.N)
+    port: int                  # local port
+    connect: str               # "" or "a.b.c.d:port" of the peer of a connected socket
+    rmem: int                  # sk_rmem_alloc, bytes
+    drops: int                 # sk_drops
+    reader_cpu: int
+    deficit: int = 0           # forward_deficit: dequeued truesize not yet given back
 
 
 # ----------------------------------------------------------------------------------------
@@ -371,6 +388,182 @@ def snmp(s: Snapshot) -> str:
 
 
 # ----------------------------------------------------------------------------------------
+# /proc/net/netstat
+
+# snmp4_net_list[] of 6.18, in order.
+TCPEXT_COLUMNS = (
+    "SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed", "EmbryonicRsts", "PruneCalled",
+    "RcvPruned", "OfoPruned", "OutOfWindowIcmps", "LockDroppedIcmps", "ArpFilter", "TW",
+    "TWRecycled", "TWKilled", "PAWSActive", "PAWSEstab", "BeyondWindow", "TSEcrRejected",
+    "PAWSOldAck", "PAWSTimewait", "DelayedACKs", "DelayedACKLocked", "DelayedACKLost",
+    "ListenOverflows", "ListenDrops", "TCPHPHits", "TCPPureAcks", "TCPHPAcks",
+    "TCPRenoRecovery", "TCPSackRecovery", "TCPSACKReneging", "TCPSACKReorder",
+    "TCPRenoReorder", "TCPTSReorder", "TCPFullUndo", "TCPPartialUndo", "TCPDSACKUndo",
+    "TCPLossUndo", "TCPLostRetransmit", "TCPRenoFailures", "TCPSackFailures",
+    "TCPLossFailures", "TCPFastRetrans", "TCPSlowStartRetrans", "TCPTimeouts",
+    "TCPLossProbes", "TCPLossProbeRecovery", "TCPRenoRecoveryFail", "TCPSackRecoveryFail",
+    "TCPRcvCollapsed", "TCPBacklogCoalesce", "TCPDSACKOldSent", "TCPDSACKOfoSent",
+    "TCPDSACKRecv", "TCPDSACKOfoRecv", "TCPAbortOnData", "TCPAbortOnClose",
+    "TCPAbortOnMemory", "TCPAbortOnTimeout", "TCPAbortOnLinger", "TCPAbortFailed",
+    "TCPMemoryPressures", "TCPMemoryPressuresChrono", "TCPSACKDiscard", "TCPDSACKIgnoredOld",
+    "TCPDSACKIgnoredNoUndo", "TCPSpuriousRTOs", "TCPMD5NotFound", "TCPMD5Unexpected",
+    "TCPMD5Failure", "TCPSackShifted", "TCPSackMerged", "TCPSackShiftFallback",
+    "TCPBacklogDrop", "PFMemallocDrop", "TCPMinTTLDrop", "TCPDeferAcceptDrop",
+    "IPReversePathFilter", "TCPTimeWaitOverflow", "TCPReqQFullDoCookies", "TCPReqQFullDrop",
+    "TCPRetransFail", "TCPRcvCoalesce", "TCPOFOQueue", "TCPOFODrop", "TCPOFOMerge",
+    "TCPChallengeACK", "TCPSYNChallenge", "TCPFastOpenActive", "TCPFastOpenActiveFail",
+    "TCPFastOpenPassive", "TCPFastOpenPassiveFail", "TCPFastOpenListenOverflow",
+    "TCPFastOpenCookieReqd", "TCPFastOpenBlackhole", "TCPSpuriousRtxHostQueues",
+    "BusyPollRxPackets", "TCPAutoCorking", "TCPFromZeroWindowAdv", "TCPToZeroWindowAdv",
+    "TCPWantZeroWindowAdv", "TCPSynRetrans", "TCPOrigDataSent", "TCPHystartTrainDetect",
+    "TCPHystartTrainCwnd", "TCPHystartDelayDetect", "TCPHystartDelayCwnd",
+    "TCPACKSkippedSynRecv", "TCPACKSkippedPAWS", "TCPACKSkippedSeq", "TCPACKSkippedFinWait2",
+    "TCPACKSkippedTimeWait", "TCPACKSkippedChallenge", "TCPWinProbe", "TCPKeepAlive",
+    "TCPMTUPFail", "TCPMTUPSuccess", "TCPDelivered", "TCPDeliveredCE", "TCPAckCompressed",
+    "TCPZeroWindowDrop", "TCPRcvQDrop", "TCPWqueueTooBig", "TCPFastOpenPassiveAltKey",
+    "TcpTimeoutRehash", "TcpDuplicateDataRehash", "TCPDSACKRecvSegs",
+    "TCPDSACKIgnoredDubious", "TCPMigrateReqSuccess", "TCPMigrateReqFailure", "TCPPLBRehash",
+    "TCPAORequired", "TCPAOBad", "TCPAOKeyNotFound", "TCPAOGood", "TCPAODroppedIcmps",
+)
+# snmp4_ipextstats_list[] of 6.18, in order (printed "%llu": u64 sums).
+IPEXT_COLUMNS = ("InNoRoutes", "InTruncatedPkts", "InMcastPkts", "OutMcastPkts", "InBcastPkts",
+                 "OutBcastPkts", "InOctets", "OutOctets", "InMcastOctets", "OutMcastOctets",
+                 "InBcastOctets", "OutBcastOctets", "InCsumErrors", "InNoECTPkts",
+                 "InECT1Pkts", "InECT0Pkts", "InCEPkts", "ReasmOverlaps")
+# mptcp_snmp_list[] of 6.18 (net/mptcp/mib.c), in order.
+MPTCPEXT_COLUMNS = (
+    "MPCapableSYNRX", "MPCapableSYNTX", "MPCapableSYNACKRX", "MPCapableACKRX",
+    "MPCapableFallbackACK", "MPCapableFallbackSYNACK", "MPCapableSYNTXDrop",
+    "MPCapableSYNTXDisabled", "MPCapableEndpAttempt", "MPFallbackTokenInit", "MPTCPRetrans",
+    "MPJoinNoTokenFound", "MPJoinSynRx", "MPJoinSynBackupRx", "MPJoinSynAckRx",
+    "MPJoinSynAckBackupRx", "MPJoinSynAckHMacFailure", "MPJoinAckRx", "MPJoinAckHMacFailure",
+    "MPJoinRejected", "MPJoinSynTx", "MPJoinSynTxCreatSkErr", "MPJoinSynTxBindErr",
+    "MPJoinSynTxConnectErr", "DSSNotMatching", "DSSCorruptionFallback", "DSSCorruptionReset",
+    "InfiniteMapTx", "InfiniteMapRx", "DSSNoMatchTCP", "DataCsumErr", "OFOQueueTail",
+    "OFOQueue", "OFOMerge", "NoDSSInWindow", "DuplicateData", "AddAddr", "AddAddrTx",
+    "AddAddrTxDrop", "EchoAdd", "EchoAddTx", "EchoAddTxDrop", "PortAdd", "AddAddrDrop",
+    "MPJoinPortSynRx", "MPJoinPortSynAckRx", "MPJoinPortAckRx", "MismatchPortSynRx",
+    "MismatchPortAckRx", "RmAddr", "RmAddrDrop", "RmAddrTx", "RmAddrTxDrop", "RmSubflow",
+    "MPPrioTx", "MPPrioRx", "MPFailTx", "MPFailRx", "MPFastcloseTx", "MPFastcloseRx",
+    "MPRstTx", "MPRstRx", "RcvPruned", "SubflowStale", "SubflowRecover", "SndWndShared",
+    "RcvWndShared", "RcvWndConflictUpdate", "RcvWndConflict", "MPCurrEstab", "Blackhole",
+    "MPCapableDataFallback", "MD5SigFallback", "DssFallback", "SimultConnectFallback",
+    "FallbackFailed", "WinProbe",
+)
+
+
+def netstat(s: Snapshot) -> str:
+    ipext = dict.fromkeys(IPEXT_COLUMNS, 0)
+    ipext["InTruncatedPkts"] = _sum(s, C.IP_IN_TRUNCATED_PKTS)
+    ipext["InOctets"] = _sum(s, C.IP_IN_OCTETS)
+    ipext["InCsumErrors"] = _sum(s, C.IP_IN_CSUM_ERRORS)
+    ipext["InNoECTPkts"] = _sum(s, C.IP_IN_NOECT_PKTS)
+    ipext["InECT1Pkts"] = _sum(s, C.IP_IN_ECT1_PKTS)
+    ipext["InECT0Pkts"] = _sum(s, C.IP_IN_ECT0_PKTS)
+    ipext["InCEPkts"] = _sum(s, C.IP_IN_CE_PKTS)
+    # MPTcpExt is printed by netstat_seq_show only with CONFIG_MPTCP=y (the distributions'
+    # default; mptcp_seq_show is an empty stub otherwise). No MPTCP socket ever existed, so
+    # mib.mptcp_statistics is unallocated and every value reads 0.
+    return (_pair("TcpExt", TCPEXT_COLUMNS, [0] * len(TCPEXT_COLUMNS))
+            + _pair("IpExt", IPEXT_COLUMNS, [v & U64 for v in ipext.values()])
+            + _pair("MPTcpExt", MPTCPEXT_COLUMNS, [0] * len(MPTCPEXT_COLUMNS)))
+
+
+# ----------------------------------------------------------------------------------------
+# /proc/net/udp
+
+UDP_HEADER = ("   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
+              "   uid  timeout inode ref pointer drops")
+UDP_SEQ_WIDTH = 127        # udp4_seq_show: seq_setwidth(seq, 127) ... seq_pad(seq, '\n')
+TCP_ESTABLISHED = 1
+TCP_CLOSE = 7
+SOCK_INODE_BASE = 10000    # sock_i_ino: any fixed per-socket number will do
+
+
+def _be32_hex(dotted: str) -> str:
+    """The "%08X" of a __be32 address, loaded as a native (little-endian x86) u32."""
+    a, b, c, d = (int(x) for x in dotted.split("."))
+    return f"{(d << 24) | (c << 16) | (b << 8) | a:08X}"
+
+
+def udp(s: Snapshot) -> str:
+    lines = [UDP_HEADER]
+    for sk in sorted(s.sockets, key=lambda k: k.index):
+        if sk.connect:
+            ip, _, port = sk.connect.rpartition(":")
+            rem, st = f"{_be32_hex(ip)}:{int(port):04X}", TCP_ESTABLISHED
+        else:
+            rem, st = "00000000:0000", TCP_CLOSE
+        # sl: the kernel prints the primary hash bucket, (port + netns hash_mix) & mask, and
+        # hash_mix is random per boot; the socket number stands in for it.
+        # local: a real connect() on a wildcard-bound socket also fills inet_rcv_saddr with
+        # the route's source address (__ip4_datagram_connect); the emulated host has none.
+        # rx_queue: udp_rqueue_get() = sk_rmem_alloc - forward_deficit.
+        # pointer: %pK under kptr_restrict prints 16 zeros.
+        lines.append(
+            f"{sk.index:5d}: 00000000:{sk.port:04X} {rem} {st:02X} "
+            f"{0:08X}:{(sk.rmem - sk.deficit) & U32:08X} {0:02X}:{0:08X} {0:08X} {0:5d} {0:8d} "
+            f"{SOCK_INODE_BASE + sk.index} 2 {0:016X} {sk.drops & U32}")
+    return "".join(f"{line:<{UDP_SEQ_WIDTH}s}\n" for line in lines)
+
+
+# ----------------------------------------------------------------------------------------
+# /sys/class/net/eth0 attributes
+
+MAC_ADDRESS = "02:00:00:00:00:01"    # locally administered, unicast
+IFINDEX = 2                          # lo is 1
+IFF_UP = 0x1
+IFF_BROADCAST = 0x2
+IFF_MULTICAST = 0x1000
+ARPHRD_ETHER = 1
+NET_NAME_ENUM = 1                    # alloc_etherdev names "eth%d"
+NET_ADDR_PERM = 0                    # the MAC comes from the NIC's NVM
+ETH_DATA_LEN = 1500
+DEFAULT_TX_QUEUE_LEN = 1000
+
+
+def netdev_attrs(s: Snapshot) -> dict[str, str]:
+    """net_class_attrs of eth0, up with carrier, name -> text.
+
+    Left out: the phys_* files (netdev_phys_group hides them without ndo_get_phys_port_id
+    or a devlink port). ifalias reads empty (no alias set: dev_get_alias returns 0).
+    Carrier counts: igb_probe calls netif_carrier_off after register_netdev (down 1), the
+    link came up once (up 1); carrier_changes is their sum.
+    """
+    return {
+        "netdev_group": "0\n",
+        "type": f"{ARPHRD_ETHER}\n",
+        "dev_id": "0x0\n",                      # "%#x": the kernel prints 0x even for 0
+        "dev_port": "0\n",
+        "iflink": f"{IFINDEX}\n",
+        "ifindex": f"{IFINDEX}\n",
+        "name_assign_type": f"{NET_NAME_ENUM}\n",
+        "addr_assign_type": f"{NET_ADDR_PERM}\n",
+        "addr_len": "6\n",
+        "link_mode": "0\n",
+        "address": f"{MAC_ADDRESS}\n",         # sysfs_format_mac: "%*phC\n"
+        "broadcast": "ff:ff:ff:ff:ff:ff\n",
+        "speed": f"{int(s.cfg['ethtool.speed'])}\n",
+        "duplex": "full\n",
+        "dormant": "0\n",
+        "testing": "0\n",
+        "operstate": "up\n",
+        "carrier_changes": "2\n",
+        "ifalias": "",
+        "carrier": "1\n",
+        "mtu": f"{ETH_DATA_LEN}\n",
+        "flags": f"{IFF_UP | IFF_BROADCAST | IFF_MULTICAST:#x}\n",
+        "tx_queue_len": f"{DEFAULT_TX_QUEUE_LEN}\n",
+        "gro_flush_timeout": "0\n",
+        "napi_defer_hard_irqs": "0\n",
+        "proto_down": "0\n",
+        "carrier_up_count": "1\n",
+        "carrier_down_count": "1\n",
+        "threaded": "0\n",
+    }
+
+
+# ----------------------------------------------------------------------------------------
 # the whole tree
 
 
@@ -395,6 +588,8 @@ def tree(s: Snapshot) -> dict[str, str]:
         "proc/uptime": uptime(s),
         "proc/net/dev": net_dev(s),
         "proc/net/snmp": snmp(s),
+        "proc/net/netstat": netstat(s),
+        "proc/net/udp": udp(s),
     }
     for name, value in cfg["net.core"].items():
         files[f"proc/sys/net/core/{name}"] = _sysctl_value(name, value, ncpus)
@@ -414,9 +609,8 @@ def tree(s: Snapshot) -> dict[str, str]:
     for q in range(cfg.nqueues):
         files[f"{net}/queues/rx-{q}/rps_cpus"] = format_mask(cfg.rps_mask(q), ncpus) + "\n"
         files[f"{net}/queues/rx-{q}/rps_flow_cnt"] = f"{int(cfg.queue(q)['rps_flow_cnt'])}\n"
-    files[f"{net}/gro_flush_timeout"] = "0\n"
-    files[f"{net}/napi_defer_hard_irqs"] = "0\n"
-    files[f"{net}/threaded"] = "0\n"
+    for name, text in netdev_attrs(s).items():
+        files[f"{net}/{name}"] = text
     cpu_list = format_list(all_cpus) + "\n"
     for name in ("online", "possible", "present"):
         files[f"sys/devices/system/cpu/{name}"] = cpu_list

@@ -154,10 +154,10 @@ def test_sigkill_of_a_cpu_fails_the_run_cleanly(tmp_path):
     assert not os.path.exists(f"/dev/shm/emu-{m['run_id']}")
 
 
-def _signal_run(tmp_path, how, signals=(signal.SIGINT,), pause=1.0):
+def _signal_run(tmp_path, how, signals=(signal.SIGINT,), pause=1.0, extra=()):
     """Start a long run, send it signals once it runs, return (returncode, out, err, manifest)."""
     run_dir = str(tmp_path / "run")
-    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
+    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST, *extra)
     try:
         m = wait_manifest(run_dir)
         time.sleep(pause)
@@ -166,6 +166,7 @@ def _signal_run(tmp_path, how, signals=(signal.SIGINT,), pause=1.0):
                 os.killpg(p.pid, sig)                # what a terminal (or systemd) does
             else:
                 os.kill(p.pid, sig)                  # kill PID
+            time.sleep(0.5)                          # two signals at once would merge into one
         out, err = _finish(p)
     finally:
         if p.poll() is None:
@@ -195,7 +196,11 @@ def test_a_signal_ends_the_run_with_its_report(tmp_path, how, sig, status):
 
 
 def test_a_second_ctrl_c_skips_the_drain(tmp_path):
-    rc, out, err, m, run_dir = _signal_run(tmp_path, "group", (signal.SIGINT, signal.SIGINT))
+    # A slow reader (300 us of work per datagram) keeps the sockets full, so the drain that
+    # the first Ctrl-C starts is still going when the second one comes.
+    rc, out, err, m, run_dir = _signal_run(tmp_path, "group", (signal.SIGINT, signal.SIGINT),
+                                           extra=("--set", "cost.app=300000",
+                                                  "--set", "run.drain=30"))
     assert rc == 130, err
     rep = report(run_dir)
     assert rep["drained"] is False

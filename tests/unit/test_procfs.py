@@ -306,6 +306,160 @@ def test_snmp():
 
 
 # ----------------------------------------------------------------------------------------
+# netstat
+
+# snmp4_net_list[] of 6.18 (net/ipv4/proc.c), copied name by name.
+TCPEXT_NAMES = (
+    "SyncookiesSent SyncookiesRecv SyncookiesFailed EmbryonicRsts PruneCalled RcvPruned "
+    "OfoPruned OutOfWindowIcmps LockDroppedIcmps ArpFilter TW TWRecycled TWKilled PAWSActive "
+    "PAWSEstab BeyondWindow TSEcrRejected PAWSOldAck PAWSTimewait DelayedACKs "
+    "DelayedACKLocked DelayedACKLost ListenOverflows ListenDrops TCPHPHits TCPPureAcks "
+    "TCPHPAcks TCPRenoRecovery TCPSackRecovery TCPSACKReneging TCPSACKReorder TCPRenoReorder "
+    "TCPTSReorder TCPFullUndo TCPPartialUndo TCPDSACKUndo TCPLossUndo TCPLostRetransmit "
+    "TCPRenoFailures TCPSackFailures TCPLossFailures TCPFastRetrans TCPSlowStartRetrans "
+    "TCPTimeouts TCPLossProbes TCPLossProbeRecovery TCPRenoRecoveryFail TCPSackRecoveryFail "
+    "TCPRcvCollapsed TCPBacklogCoalesce TCPDSACKOldSent TCPDSACKOfoSent TCPDSACKRecv "
+    "TCPDSACKOfoRecv TCPAbortOnData TCPAbortOnClose TCPAbortOnMemory TCPAbortOnTimeout "
+    "TCPAbortOnLinger TCPAbortFailed TCPMemoryPressures TCPMemoryPressuresChrono "
+    "TCPSACKDiscard TCPDSACKIgnoredOld TCPDSACKIgnoredNoUndo TCPSpuriousRTOs TCPMD5NotFound "
+    "TCPMD5Unexpected TCPMD5Failure TCPSackShifted TCPSackMerged TCPSackShiftFallback "
+    "TCPBacklogDrop PFMemallocDrop TCPMinTTLDrop TCPDeferAcceptDrop IPReversePathFilter "
+    "TCPTimeWaitOverflow TCPReqQFullDoCookies TCPReqQFullDrop TCPRetransFail TCPRcvCoalesce "
+    "TCPOFOQueue TCPOFODrop TCPOFOMerge TCPChallengeACK TCPSYNChallenge TCPFastOpenActive "
+    "TCPFastOpenActiveFail TCPFastOpenPassive TCPFastOpenPassiveFail "
+    "TCPFastOpenListenOverflow TCPFastOpenCookieReqd TCPFastOpenBlackhole "
+    "TCPSpuriousRtxHostQueues BusyPollRxPackets TCPAutoCorking TCPFromZeroWindowAdv "
+    "TCPToZeroWindowAdv TCPWantZeroWindowAdv TCPSynRetrans TCPOrigDataSent "
+    "TCPHystartTrainDetect TCPHystartTrainCwnd TCPHystartDelayDetect TCPHystartDelayCwnd "
+    "TCPACKSkippedSynRecv TCPACKSkippedPAWS TCPACKSkippedSeq TCPACKSkippedFinWait2 "
+    "TCPACKSkippedTimeWait TCPACKSkippedChallenge TCPWinProbe TCPKeepAlive TCPMTUPFail "
+    "TCPMTUPSuccess TCPDelivered TCPDeliveredCE TCPAckCompressed TCPZeroWindowDrop "
+    "TCPRcvQDrop TCPWqueueTooBig TCPFastOpenPassiveAltKey TcpTimeoutRehash "
+    "TcpDuplicateDataRehash TCPDSACKRecvSegs TCPDSACKIgnoredDubious TCPMigrateReqSuccess "
+    "TCPMigrateReqFailure TCPPLBRehash TCPAORequired TCPAOBad TCPAOKeyNotFound TCPAOGood "
+    "TCPAODroppedIcmps"
+)
+# mptcp_snmp_list[] of 6.18 (net/mptcp/mib.c), copied name by name.
+MPTCPEXT_NAMES = (
+    "MPCapableSYNRX MPCapableSYNTX MPCapableSYNACKRX MPCapableACKRX MPCapableFallbackACK "
+    "MPCapableFallbackSYNACK MPCapableSYNTXDrop MPCapableSYNTXDisabled MPCapableEndpAttempt "
+    "MPFallbackTokenInit MPTCPRetrans MPJoinNoTokenFound MPJoinSynRx MPJoinSynBackupRx "
+    "MPJoinSynAckRx MPJoinSynAckBackupRx MPJoinSynAckHMacFailure MPJoinAckRx "
+    "MPJoinAckHMacFailure MPJoinRejected MPJoinSynTx MPJoinSynTxCreatSkErr MPJoinSynTxBindErr "
+    "MPJoinSynTxConnectErr DSSNotMatching DSSCorruptionFallback DSSCorruptionReset "
+    "InfiniteMapTx InfiniteMapRx DSSNoMatchTCP DataCsumErr OFOQueueTail OFOQueue OFOMerge "
+    "NoDSSInWindow DuplicateData AddAddr AddAddrTx AddAddrTxDrop EchoAdd EchoAddTx "
+    "EchoAddTxDrop PortAdd AddAddrDrop MPJoinPortSynRx MPJoinPortSynAckRx MPJoinPortAckRx "
+    "MismatchPortSynRx MismatchPortAckRx RmAddr RmAddrDrop RmAddrTx RmAddrTxDrop RmSubflow "
+    "MPPrioTx MPPrioRx MPFailTx MPFailRx MPFastcloseTx MPFastcloseRx MPRstTx MPRstRx "
+    "RcvPruned SubflowStale SubflowRecover SndWndShared RcvWndShared RcvWndConflictUpdate "
+    "RcvWndConflict MPCurrEstab Blackhole MPCapableDataFallback MD5SigFallback DssFallback "
+    "SimultConnectFallback FallbackFailed WinProbe"
+)
+
+
+def test_netstat_tcpext_ipext_mptcpext():
+    s = snap(two_cpu_cfg())
+    c = s.cpu
+    c[0, C.IP_IN_TRUNCATED_PKTS] = 2
+    c[1, C.IP_IN_TRUNCATED_PKTS] = 1
+    c[0, C.IP_IN_OCTETS] = 3_000_000_000
+    c[1, C.IP_IN_OCTETS] = 2_000_000_000          # "%llu": the u64 sum is not cut to 32 bits
+    c[1, C.IP_IN_CSUM_ERRORS] = 4
+    c[0, C.IP_IN_NOECT_PKTS] = 2**64 - 10
+    c[1, C.IP_IN_NOECT_PKTS] = 15                 # the u64 per-CPU sum wraps
+    c[0, C.IP_IN_ECT1_PKTS] = 6
+    c[1, C.IP_IN_ECT0_PKTS] = 7
+    c[0, C.IP_IN_CE_PKTS] = 8
+    c[1, C.IP_IN_CE_PKTS] = 1
+    c[0, C.IP_IN_RECEIVES] = 999                  # a /proc/net/snmp counter: not here
+    assert len(TCPEXT_NAMES.split()) == 135 and len(MPTCPEXT_NAMES.split()) == 77
+    assert procfs.netstat(s) == (
+        "TcpExt: " + TCPEXT_NAMES + "\n"
+        "TcpExt:" + " 0" * 135 + "\n"
+        "IpExt: InNoRoutes InTruncatedPkts InMcastPkts OutMcastPkts InBcastPkts OutBcastPkts "
+        "InOctets OutOctets InMcastOctets OutMcastOctets InBcastOctets OutBcastOctets "
+        "InCsumErrors InNoECTPkts InECT1Pkts InECT0Pkts InCEPkts ReasmOverlaps\n"
+        "IpExt: 0 3 0 0 0 0 5000000000 0 0 0 0 0 4 5 6 7 9 0\n"
+        "MPTcpExt: " + MPTCPEXT_NAMES + "\n"
+        "MPTcpExt:" + " 0" * 77 + "\n"
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# udp
+
+# "   sl  local_address ... drops" is 115 characters; seq_setwidth(127) + seq_pad pad it.
+UDP_HDR = ("   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
+           "   uid  timeout inode ref pointer drops" + " " * 12 + "\n")
+
+
+def test_udp_no_sockets_is_the_header_alone():
+    assert procfs.udp(snap(two_cpu_cfg())) == UDP_HDR
+
+
+def test_udp_sockets_unconnected_and_connected():
+    socks = (
+        procfs.SockStat(index=0, port=9000, connect="", rmem=0x3000, drops=7, reader_cpu=0),
+        procfs.SockStat(index=1, port=53, connect="10.0.0.1:5000", rmem=0, drops=0,
+                        reader_cpu=1),
+        procfs.SockStat(index=12, port=65535, connect="192.168.200.7:443",
+                        rmem=212992, drops=2**32 + 3, reader_cpu=1),
+    )
+    s = procfs.Snapshot(cpu=np.zeros((2, CPU_SLOTS), dtype="<u8"),
+                        nic=np.zeros(NIC_SLOTS, dtype="<u8"), cfg=two_cpu_cfg(),
+                        btime=0, uptime_ns=0, effective_cpu=[0, 1], sockets=socks)
+    # "%5d: %08X:%04X %08X:%04X %02X %08X:%08X %02X:%08lX %08X %5u %8d %lu %d %pK %u",
+    # each line 118 characters, padded to 127. 10.0.0.1 is __be32 0a000001: %08X of the
+    # little-endian load is 0100000A; 192.168.200.7 -> 07C8A8C0. drops is "%u" of an int.
+    assert procfs.udp(s) == UDP_HDR + (
+        "    0: 00000000:2328 00000000:0000 07 00000000:00003000 00:00000000 00000000"
+        "     0        0 10000 2 0000000000000000 7" + " " * 9 + "\n"
+        "    1: 00000000:0035 0100000A:1388 01 00000000:00000000 00:00000000 00000000"
+        "     0        0 10001 2 0000000000000000 0" + " " * 9 + "\n"
+        "   12: 00000000:FFFF 07C8A8C0:01BB 01 00000000:00034000 00:00000000 00000000"
+        "     0        0 10012 2 0000000000000000 3" + " " * 9 + "\n"
+    )
+
+
+def test_udp_lines_of_127_or_more_get_no_padding_and_no_cut():
+    socks = (procfs.SockStat(index=3, port=9000, connect="", rmem=0, drops=4_000_000_000,
+                             reader_cpu=0),
+             procfs.SockStat(index=123456, port=9001, connect="", rmem=0, drops=4_000_000_000,
+                             reader_cpu=0))
+    s = snap(two_cpu_cfg())
+    s = procfs.Snapshot(cpu=s.cpu, nic=s.nic, cfg=s.cfg, btime=s.btime, uptime_ns=0,
+                        effective_cpu=s.effective_cpu, sockets=socks)
+    assert procfs.udp(s).splitlines()[1:] == [
+        # 118 + 9 more digits of drops: exactly 127, seq_pad adds nothing
+        "    3: 00000000:2328 00000000:0000 07 00000000:00000000 00:00000000 00000000"
+        "     0        0 10003 2 0000000000000000 4000000000",
+        # 129 characters: past the width, printed whole
+        "123456: 00000000:2329 00000000:0000 07 00000000:00000000 00:00000000 00000000"
+        "     0        0 133456 2 0000000000000000 4000000000",
+    ]
+
+
+# ----------------------------------------------------------------------------------------
+# /sys/class/net/eth0 attributes
+
+
+def test_netdev_attrs_up_with_carrier():
+    s = snap(two_cpu_cfg("ethtool.speed=25000"))
+    assert procfs.netdev_attrs(s) == {
+        "netdev_group": "0\n", "type": "1\n", "dev_id": "0x0\n", "dev_port": "0\n",
+        "iflink": "2\n", "ifindex": "2\n", "name_assign_type": "1\n",
+        "addr_assign_type": "0\n", "addr_len": "6\n", "link_mode": "0\n",
+        "address": "02:00:00:00:00:01\n", "broadcast": "ff:ff:ff:ff:ff:ff\n",
+        "speed": "25000\n", "duplex": "full\n", "dormant": "0\n", "testing": "0\n",
+        "operstate": "up\n", "carrier_changes": "2\n", "ifalias": "", "carrier": "1\n",
+        "mtu": "1500\n", "flags": "0x1003\n", "tx_queue_len": "1000\n",
+        "gro_flush_timeout": "0\n", "napi_defer_hard_irqs": "0\n", "proto_down": "0\n",
+        "carrier_up_count": "1\n", "carrier_down_count": "1\n", "threaded": "0\n",
+    }
+
+
+# ----------------------------------------------------------------------------------------
 # tree and write_tree
 
 
@@ -343,9 +497,38 @@ def test_tree_paths_and_config_files():
     assert t["sys/class/net/eth0/statistics/rx_fifo_errors"] == "0\n"
     assert len([k for k in t if k.startswith("sys/class/net/eth0/statistics/")]) == 24
     for k in ("proc/net/softnet_stat", "proc/interrupts", "proc/softirqs", "proc/stat",
-              "proc/uptime", "proc/net/dev", "proc/net/snmp"):
+              "proc/uptime", "proc/net/dev", "proc/net/snmp", "proc/net/netstat",
+              "proc/net/udp"):
         assert t[k].endswith("\n")
     assert t["proc/uptime"] == "0.00 0.00\n"
+
+
+def test_tree_netstat_udp_and_eth0_attributes():
+    cfg = two_cpu_cfg("ethtool.speed=40000")
+    s = snap(cfg)
+    s.cpu[1, C.IP_IN_OCTETS] = 1234
+    t = procfs.tree(s)
+    assert t["proc/net/netstat"].splitlines()[3].split()[7] == "1234"     # IpExt InOctets
+    assert t["proc/net/udp"] == UDP_HDR                                    # no sockets given
+    net = "sys/class/net/eth0"
+    assert t[f"{net}/operstate"] == "up\n"
+    assert t[f"{net}/carrier"] == "1\n"
+    assert t[f"{net}/flags"] == "0x1003\n"
+    assert t[f"{net}/speed"] == "40000\n"
+    assert t[f"{net}/address"] == "02:00:00:00:00:01\n"
+    assert t[f"{net}/ifalias"] == ""
+    attrs = {k[len(net) + 1:] for k in t if k.startswith(net + "/") and k.count("/") == 4}
+    assert attrs == {
+        "netdev_group", "type", "dev_id", "dev_port", "iflink", "ifindex", "name_assign_type",
+        "addr_assign_type", "addr_len", "link_mode", "address", "broadcast", "speed",
+        "duplex", "dormant", "testing", "operstate", "carrier_changes", "ifalias", "carrier",
+        "mtu", "flags", "tx_queue_len", "gro_flush_timeout", "napi_defer_hard_irqs",
+        "proto_down", "carrier_up_count", "carrier_down_count", "threaded"}
+    sock = procfs.SockStat(index=0, port=9000, connect="", rmem=0, drops=0, reader_cpu=0)
+    s2 = procfs.Snapshot(cpu=s.cpu, nic=s.nic, cfg=cfg, btime=s.btime, uptime_ns=0,
+                         effective_cpu=s.effective_cpu, sockets=(sock,))
+    assert procfs.tree(s2)["proc/net/udp"].splitlines()[1].startswith(
+        "    0: 00000000:2328 00000000:0000 07 ")
 
 
 def test_tree_masks_for_many_cpus():
