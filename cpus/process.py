@@ -28,6 +28,7 @@ from .sock import SocketTable
 
 IDLE_POLL_MS = 2          # how long an idle CPU blocks on its inbox before re-checking
 SLACK_REAL_NS = 300_000   # how far (real ns) a CPU may run ahead of the clock before sleeping
+CTL_EVERY_NS = 20_000_000  # real ns between looks at the control channel while busy
 
 
 def _sleep_until(clock: DilatedClock):
@@ -93,9 +94,22 @@ def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: s
     EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)     # plain ints: enum ops are slow
     SENT = int(C.INBOX_SENT)
     taken = 0                          # messages taken from the inbox
+    next_ctl = 0
+
+    def stop_asked() -> bool:
+        msg = ctl.poll(0)
+        return msg is not None and msg[0] in (Msg.STOP, Msg.EXIT)
 
     def irq_point() -> None:
-        nonlocal taken
+        nonlocal taken, next_ctl
+        # STOP is looked for here too, every CTL_EVERY_NS of real time: one turn of the
+        # loop below can last long (a slow reader's batch is many long sleeps), and every
+        # irq_point is a safe point (the work before it is counted).
+        t_real = time.monotonic_ns()
+        if t_real >= next_ctl:
+            next_ctl = t_real + CTL_EVERY_NS
+            if stop_asked():
+                raise _Stopped
         # Every sender counts its message in INBOX_SENT before sending it: while the count
         # equals what was taken nothing is waiting, and one shared-memory read (60 ns) stands
         # in for a ZeroMQ EVENTS query (1.3 us). A counted message still on its way keeps
@@ -131,14 +145,23 @@ def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: s
     poller = zmq.Poller()
     poller.register(inbox, zmq.POLLIN)
     poller.register(ctl.sock, zmq.POLLIN)
+    try:
+        _loop(cpu, cputime, counters, title, poller, irq_point, stop_asked)
+    except _Stopped:
+        pass
+    cputime.sync(busy=False)
+    counters[C.NOW] = cputime.now()
+
+
+class _Stopped(Exception):
+    """STOP arrived at a safe point inside the kernel's work."""
+
+
+def _loop(cpu, cputime, counters, title, poller, irq_point, stop_asked) -> None:
     shown = ""
-    loops = 0
     while True:
-        loops += 1
-        if (loops & 31) == 0 or cpu.sched.current is None:
-            msg = ctl.poll(0)
-            if msg is not None and msg[0] in (Msg.STOP, Msg.EXIT):
-                break
+        if cpu.sched.current is None and stop_asked():
+            return
         before = cputime.now()
         irq_point()
         ran = cpu.schedule()
@@ -153,11 +176,5 @@ def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: s
             setproctitle(want)
             shown = want
         if not ran:
-            events = dict(poller.poll(IDLE_POLL_MS))
+            poller.poll(IDLE_POLL_MS)
             cputime.sync(busy=False)         # the wait was idle time, whatever woke us
-            if ctl.sock in events:
-                msg = ctl.poll(0)
-                if msg is not None and msg[0] in (Msg.STOP, Msg.EXIT):
-                    break
-    cputime.sync(busy=False)
-    counters[C.NOW] = cputime.now()
