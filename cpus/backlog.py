@@ -1,4 +1,4 @@
-"""Per-CPU backlogs: enqueue_to_backlog, process_backlog and the RPS kick (net/core/dev.c).
+"""Per-CPU backlogs: enqueue_to_backlog and the RPS kick (net/core/dev.c).
 
 A CPU's input_pkt_queue is a ring in shared memory that any CPU process appends to under
 that CPU's backlog lock; only the owner consumes it. The backlog NAPI's state word, the
@@ -6,8 +6,8 @@ queue head counter (input_queue_head) and the owner's softnet ``dropped`` counte
 ring header, next to the queue they describe, and change only under the lock (the owner's
 head counter excepted: only the owner writes it).
 
-Context: softirq (enqueue from net_rx_action or process_backlog; process_backlog as the
-backlog NAPI's poll).
+Context: softirq (enqueue from net_rx_action or process_backlog). process_backlog, the
+backlog NAPI's poll, is in cpus/dev.py with the rest of the receive path it calls.
 
 Deviation: the kernel enqueues one skb at a time; here a batch of skbs for one target is
 enqueued under one lock hold. The per-skb rules (the max + 1 capacity, the flow limit's
@@ -21,32 +21,22 @@ interleaved in arrival order.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emu.counters import NET_RX_SOFTIRQ, C, Drop, count_per_source, src_drop
-from emu.ring import Ring
+from emu.ring import BL_DROPPED, BL_HEAD, BL_STATE, Ring
 
-from .napi import NAPI_STATE_SCHED, NAPI_STATE_THREADED, Napi
+from .napi import NAPI_STATE_SCHED, napi_schedule
+from .net import Net
+from .rps import skb_get_hash
+from .softnet import SoftnetData
 
-if TYPE_CHECKING:
-    from .kernel import Cpu
-
-BL_STATE, BL_HEAD, BL_DROPPED = 0, 1, 2    # ring header user words
 U32 = 0xFFFFFFFF
 
 
-def backlog_capacity(netdev_max_backlog: int) -> int:
-    """Ring slots for an input_pkt_queue: it can hold netdev_max_backlog + 1 skbs."""
-    cap = 1
-    while cap < netdev_max_backlog + 1:
-        cap <<= 1
-    return cap
-
-
 class Backlog:
-    """One CPU's input_pkt_queue as every CPU sees it."""
+    """One CPU's input_pkt_queue as every CPU sees it: a ring and its lock."""
 
     __slots__ = ("cpu", "ring", "lock")
 
@@ -69,6 +59,10 @@ class Backlog:
     @property
     def dropped(self) -> int:
         return self.ring.user(BL_DROPPED)
+
+    def head_add(self, work: int) -> None:
+        """input_queue_head_incr: the owner dequeued work skbs."""
+        self.ring.set_user(BL_HEAD, (self.ring.user(BL_HEAD) + work) & U32)
 
 
 class ProcessQueue:
@@ -109,7 +103,8 @@ class ProcessQueue:
         return out[0] if len(out) == 1 else np.concatenate(out)
 
 
-def enqueue_to_backlog(cpu: "Cpu", skbs: np.ndarray, target: Backlog) -> tuple[np.ndarray, np.ndarray]:
+def enqueue_to_backlog(sd: SoftnetData, net: Net, skbs: np.ndarray,
+                       target: Backlog) -> tuple[np.ndarray, np.ndarray]:
     """Append skbs to target's input_pkt_queue; returns (accepted mask, qtail per accepted skb).
 
     Drops are charged where the kernel charges them: the target's softnet ``dropped`` (in
@@ -117,14 +112,14 @@ def enqueue_to_backlog(cpu: "Cpu", skbs: np.ndarray, target: Backlog) -> tuple[n
     flow_limit_count (the enqueuing CPU's table decides, §2.8).
     """
     n = len(skbs)
-    counters = cpu.counters
-    mx = cpu.netdev_max_backlog
-    fl = cpu.flow_limit
+    counters = sd.counters
+    mx = net.knobs.netdev_max_backlog
+    fl = sd.flow_limit
     ring = target.ring
     accepted = np.ones(n, dtype=bool)
     fl_drop = np.zeros(n, dtype=bool)
     kick = False
-    cpu.charge(n * cpu.cost_rps_enqueue)
+    sd.time.charge(n * net.costs.rps_enqueue)
     target.lock.acquire()
     try:
         qlen = len(ring)
@@ -134,7 +129,7 @@ def enqueue_to_backlog(cpu: "Cpu", skbs: np.ndarray, target: Backlog) -> tuple[n
             n_acc = max(0, min(n, mx + 1 - qlen))
             accepted[n_acc:] = False
         else:
-            hashes = cpu.skb_get_hash(skbs)
+            hashes = skb_get_hash(skbs, net.hash_seed)
             q = qlen
             for i in range(n):
                 if q > mx:
@@ -159,7 +154,7 @@ def enqueue_to_backlog(cpu: "Cpu", skbs: np.ndarray, target: Backlog) -> tuple[n
         target.lock.release()
     if n_acc:
         counters[C.BACKLOG_ENQUEUED] += n_acc
-        if target.cpu != cpu.id:
+        if target.cpu != sd.cpu:
             counters[C.BACKLOG_ENQUEUED_REMOTE] += n_acc
     if n_drop:
         counters[C.RX_DROPPED] += n_drop
@@ -173,59 +168,30 @@ def enqueue_to_backlog(cpu: "Cpu", skbs: np.ndarray, target: Backlog) -> tuple[n
             counters[C.BACKLOG_DROP_QLEN] += n_drop - n_fl
             count_per_source(counters, src_drop(Drop.BACKLOG, 0), skbs[dropped & ~fl_drop])
     if kick:
-        napi_schedule_rps(cpu, target)
+        napi_schedule_rps(sd, target)
     qtails = (first_tail + np.arange(n_acc, dtype=np.int64)) & U32 if n_acc else np.zeros(0, np.int64)
     return accepted, qtails
 
 
-def napi_schedule_rps(cpu: "Cpu", target: Backlog) -> None:
+def napi_schedule_rps(sd: SoftnetData, target: Backlog) -> None:
     """Kick the target's backlog NAPI: locally now, remotely by an IPI sent later."""
-    if target.cpu == cpu.id:
-        cpu.napi_schedule(cpu.sd.backlog)
+    if target.cpu == sd.cpu:
+        napi_schedule(sd, sd.backlog)
         return
-    if target.cpu not in cpu.sd.rps_ipi_list:
-        cpu.sd.rps_ipi_list.append(target.cpu)
-    if not cpu.sd.in_net_rx_action:
-        cpu.softirq.raise_irqoff(NET_RX_SOFTIRQ)   # __raise_softirq_irqoff: gets the IPIs sent
+    if target.cpu not in sd.rps_ipi_list:
+        sd.rps_ipi_list.append(target.cpu)
+    if not sd.in_net_rx_action:
+        sd.softirq.raise_irqoff(NET_RX_SOFTIRQ)   # __raise_softirq_irqoff: gets the IPIs sent
 
 
-def process_backlog(cpu: "Cpu", napi: Napi, quota: int) -> int:
-    """The backlog NAPI's poll: deliver process_queue, splice input_pkt_queue, repeat."""
-    if cpu.sd.rps_ipi_list:
-        cpu.net_rps_send_ipi()
-    napi.weight = cpu.dev_rx_weight
-    mine = cpu.backlogs[cpu.id]
-    ring = mine.ring
-    pq = cpu.process_queue
-    counters = cpu.counters
-    counters[C.BACKLOG_POLLS] += 1
-    work = 0
-    while True:
-        while pq.count:
-            batch = pq.take(quota - work)
-            cpu.deliver(batch)
-            work += len(batch)
-            if work >= quota:
-                _head_add(ring, work)
-                pq.publish(counters)
-                return work
-        mine.lock.acquire()
-        try:
-            if len(ring) == 0:
-                # the inline napi completion: keep only THREADED
-                ring.set_user(BL_STATE, ring.user(BL_STATE) & NAPI_STATE_THREADED)
-                done = True
-            else:
-                pq.append(ring.pop(len(ring)))
-                done = False
-        finally:
-            mine.lock.release()
-        if done:
-            break
-    _head_add(ring, work)
-    pq.publish(counters)
-    return work
-
-
-def _head_add(ring: Ring, work: int) -> None:
-    ring.set_user(BL_HEAD, (ring.user(BL_HEAD) + work) & U32)
+def net_rps_send_ipi(sd: SoftnetData, net: Net) -> None:
+    """net_rps_action_and_irq_enable: send the IPIs queued by enqueue_to_backlog."""
+    targets = sd.rps_ipi_list
+    if not targets:
+        return
+    sd.rps_ipi_list = []
+    cost = net.costs.ipi_send
+    for t in targets:
+        sd.time.charge(cost)
+        sd.counters[C.IPI_SENT] += 1
+        sd.send_ipi(t)

@@ -27,7 +27,7 @@ from array import array
 
 import numpy as np
 
-from cpus.rps import hash_32, ilog2
+from .rps import hash_32, ilog2
 
 FLOW_LIMIT_HISTORY = 1 << 7
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from emu.counters import C, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0
 from emu.jit import kernel
+from emu.skb import HEAD
 
 GRO_HASH_BUCKETS = 8
 MAX_GRO_SKBS = 8
@@ -320,3 +321,9 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
         _ipv4_csum_set(oh)
         out["head"][ai] = oh
     return out
+
+
+def warm() -> None:
+    """Compile (or load) this module's kernels with the argument types a run uses."""
+    _any_tcp(np.zeros((1, _HEAD + HEAD), dtype=np.uint8))
+

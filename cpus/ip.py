@@ -43,8 +43,10 @@ import numpy as np
 from emu.counters import MAX_SOURCES, NR_DROP, SRC_DELIVERED0, SRC_DROP0, C, Drop, count_per_source
 from emu.jit import kernel
 
-from .sock import (BIG_STEP, RX_BUF, SKB_DATA_ALIGN_SHINFO, SKB_DATA_ALIGN_SKBUFF, SOCK_ENTRY,
-                   SocketTable, truesize_of)
+from emu.skb import (BIG_STEP, RX_BUF, SKB_DATA_ALIGN_SHINFO, SKB_DATA_ALIGN_SKBUFF, SOCK_ENTRY,
+                     TRUESIZE_SMALL)
+
+from .sock import SocketTable
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
@@ -248,7 +250,7 @@ _SRC_DELIVERED0 = int(SRC_DELIVERED0)
 _SRC_DROP0 = int(SRC_DROP0)
 _SRC_DROP_RCVBUF = _SRC_DROP0 + _D_RCVBUF * MAX_SOURCES
 
-_TRUESIZE_SMALL = int(truesize_of(np.array([RX_BUF]))[0])   # every frame of <= RX_BUF bytes
+_TRUESIZE_SMALL = TRUESIZE_SMALL           # every frame of <= RX_BUF bytes
 _NO_SIDX = np.zeros(0, dtype=np.int64)
 
 
@@ -277,6 +279,14 @@ def ip_in_stats(skbs: np.ndarray, counters: np.ndarray) -> None:
         _ip_in_stats(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE), counters)
 
 
+def ip_rcv_ok_counts(raw: np.ndarray, counters: np.ndarray, n: int) -> None:
+    """The Ip MIB counts of n skbs (raw SKB record rows) that all pass ip_rcv_core and reach
+    a protocol handler: InReceives, InOctets and the ECN classes, InDelivers."""
+    counters[_IP_IN_RECEIVES] += n
+    _ip_in_stats(raw, counters)
+    counters[_IP_IN_DELIVERS] += n
+
+
 def _drop(res: DeliverResult, counters: np.ndarray, reason: int, skbs: np.ndarray) -> None:
     """skbs (or socket entries: both carry src and segs) dropped for reason."""
     if skbs.shape[0]:
@@ -295,11 +305,10 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
     if parsed.fast:
         # every skb a valid IPv4/UDP datagram (no ptype, ip_rcv_core or UDP length drop)
         res.ip = res.udp = n
-        counters[_IP_IN_RECEIVES] += n
-        ip_in_stats(skbs, counters)
+        ip_rcv_ok_counts(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE),
+                         counters, n)
         v = parsed._v
         _udp_to_sockets(skbs, v["dport"], v["saddr"], v["sport"], counters, socks, res)
-        counters[_IP_IN_DELIVERS] += n
         return res
 
     # ptype dispatch: only ETH_P_IP has a handler
@@ -499,3 +508,15 @@ def queue_entries(entries, counts, uniform, counters, socks, res) -> None:
         _count_src_segs(entries.view(np.uint8).reshape(entries.shape[0], SOCK_ENTRY.itemsize),
                         np.array(rejected, dtype=np.int64),
                         counters[_SRC_DROP_RCVBUF:_SRC_DROP_RCVBUF + MAX_SOURCES])
+
+
+def warm() -> None:
+    """Compile (or load) this module's kernels with the argument types a run uses."""
+    from emu.counters import cpu_block
+    raw = np.zeros((1, _SKB_SIZE), dtype=np.uint8)
+    ent = np.zeros((1, SOCK_ENTRY.itemsize), dtype=np.uint8)
+    _udp4_ok(raw)
+    _ip_in_stats(raw, cpu_block())
+    _sock_entries(raw, _NO_SIDX, np.full(65536, -1, dtype=np.int16), 1, ent)
+    _count_src_segs(ent, np.zeros((1, 2), dtype=np.int64), cpu_block()[:MAX_SOURCES])
+

@@ -1,12 +1,10 @@
-"""struct napi_struct and its state machine (include/linux/netdevice.h, net/core/dev.c).
+"""struct napi_struct, its state machine and its scheduling (include/linux/netdevice.h,
+net/core/dev.c): napi_schedule_prep, ____napi_schedule, napi_complete_done.
 
-napi_schedule_prep, ____napi_schedule and napi_complete_done live on the Cpu that owns the
-poll list (cpus/kernel.py) because they touch softnet_data; this module holds the state
-bits and the instance itself. Context: hardirq (schedule), softirq (poll, complete).
-
-The backlog NAPI of a CPU keeps its state word in shared memory (other CPUs test-and-set
-SCHED under the backlog lock, §2.8), so ``state`` is a property backed by any 1-element
-array-like; device NAPIs keep it in a private array.
+Context: hardirq (schedule), softirq (poll, complete). The backlog NAPI of a CPU keeps its
+state word in shared memory (other CPUs test-and-set SCHED under the backlog lock), so
+``state`` is a property backed by any 1-element array-like; a driver NAPI keeps it in its RX
+ring's header.
 """
 
 from __future__ import annotations
@@ -14,6 +12,8 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+
+from emu.counters import NET_RX_SOFTIRQ
 
 NAPI_STATE_SCHED = 1 << 0
 NAPI_STATE_MISSED = 1 << 1
@@ -65,3 +65,32 @@ def napi_schedule_prep(n: Napi) -> bool:
         new |= NAPI_STATE_MISSED
     n.state = new
     return not (val & NAPI_STATE_SCHED)
+
+
+def napi_schedule(sd, n: Napi) -> None:
+    """____napi_schedule: append n to sd's poll list; raise NET_RX unless inside it."""
+    n.list_owner = sd.cpu
+    sd.poll_list.append(n)
+    if not sd.in_net_rx_action:
+        sd.softirq.raise_softirq(NET_RX_SOFTIRQ)
+
+
+def napi_complete_done(sd, n: Napi, work_done: int) -> bool:
+    """False if the NAPI missed a schedule while polling (it is scheduled again)."""
+    if n in sd.poll_list:
+        sd.poll_list.remove(n)
+    n.list_owner = -1
+    val = n.state
+    new = val & ~(NAPI_STATE_MISSED | NAPI_STATE_SCHED | NAPI_STATE_SCHED_THREADED
+                  | NAPI_STATE_PREFER_BUSY_POLL)
+    if val & NAPI_STATE_MISSED:
+        new |= NAPI_STATE_SCHED
+    n.state = new
+    if val & NAPI_STATE_MISSED:
+        napi_schedule(sd, n)
+        return False
+    return True
+
+
+def napi_complete(sd, n: Napi) -> bool:
+    return napi_complete_done(sd, n, 0)

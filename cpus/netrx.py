@@ -10,23 +10,22 @@ after a poll. Context: softirq.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
 from emu.clock import jiffies, usecs_to_jiffies
 from emu.counters import NET_RX_SOFTIRQ, C
 
-from .napi import NAPI_STATE_DISABLE, NAPI_STATE_SCHED, Napi
+from .backlog import net_rps_send_ipi
+from .napi import NAPI_STATE_DISABLE, NAPI_STATE_SCHED, Napi, napi_complete
+from .net import Net
+from .softnet import SoftnetData
 
-if TYPE_CHECKING:
-    from .kernel import Cpu
 
-
-def napi_poll(cpu: "Cpu", n: Napi, repoll: deque) -> int:
+def napi_poll(sd: SoftnetData, n: Napi, repoll: deque, poll_cost: int) -> int:
     """One poll of n; n leaves whatever list it was on; full-weight polls go to repoll."""
     weight = n.weight
     work = 0
     if n.state & NAPI_STATE_SCHED:
-        cpu.charge(cpu.cost_napi_poll)
+        sd.time.charge(poll_cost)
         n.polls += 1
         work = n.poll(n, weight)
         if work > weight:
@@ -35,22 +34,24 @@ def napi_poll(cpu: "Cpu", n: Napi, repoll: deque) -> int:
         return work
     # work == weight: the driver did not complete, the core still owns n.
     if n.state & NAPI_STATE_DISABLE:
-        cpu.napi_complete(n)
+        napi_complete(sd, n)
         return work
     # GRO held nothing over (flushed at the end of each poll, see cpus/gro.py).
-    if n in cpu.sd.poll_list:
+    if n in sd.poll_list:
         return work                          # the driver rescheduled it itself
     repoll.append(n)
     return work
 
 
-def net_rx_action(cpu: "Cpu") -> None:
-    sd = cpu.sd
-    counters = cpu.counters
+def net_rx_action(sd: SoftnetData, net: Net) -> None:
+    counters = sd.counters
     counters[C.NET_RX_ACTIONS] += 1
-    hz = cpu.hz
-    time_limit = jiffies(cpu.time.now(), hz) + usecs_to_jiffies(cpu.netdev_budget_usecs, hz)
-    budget = cpu.netdev_budget
+    knobs = net.knobs
+    hz = knobs.hz
+    time = sd.time
+    poll_cost = net.costs.napi_poll
+    time_limit = jiffies(time.now(), hz) + usecs_to_jiffies(knobs.netdev_budget_usecs, hz)
+    budget = knobs.netdev_budget
     repoll: deque = deque()
     while True:                              # start:
         sd.in_net_rx_action = True
@@ -68,9 +69,9 @@ def net_rx_action(cpu: "Cpu") -> None:
                         return               # NET_RX is not re-raised
                 break
             n = work_list.popleft()
-            budget -= napi_poll(cpu, n, repoll)
-            cpu.irq_point()                  # hard IRQs are enabled while NET_RX runs
-            if budget <= 0 or jiffies(cpu.time.now(), hz) >= time_limit:
+            budget -= napi_poll(sd, n, repoll, poll_cost)
+            sd.irq_point()                   # hard IRQs are enabled while NET_RX runs
+            if budget <= 0 or jiffies(time.now(), hz) >= time_limit:
                 counters[C.TIME_SQUEEZE] += 1
                 break
         if not goto_start:
@@ -79,7 +80,7 @@ def net_rx_action(cpu: "Cpu") -> None:
     work_list.extend(repoll)
     sd.poll_list = work_list
     if sd.poll_list:
-        cpu.softirq.raise_irqoff(NET_RX_SOFTIRQ)
+        sd.softirq.raise_irqoff(NET_RX_SOFTIRQ)
     else:
         sd.in_net_rx_action = False
-    cpu.net_rps_send_ipi()
+    net_rps_send_ipi(sd, net)

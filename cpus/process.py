@@ -14,17 +14,16 @@ import time
 import zmq
 from setproctitle import setproctitle
 
-from emu import atomic
+from emu import atomic, jit
 from emu.child import Control
-from emu.shmlock import StatLock
 from emu.clock import CpuTime, DilatedClock
 from emu.config import Config
 from emu.counters import T0, C
 from emu.protocol import Msg, endpoint, pack, unpack
 from emu.shm import Layout, Segment, Views
 
-from .kernel import Cpu, warm
-from .sock import SocketTable
+from .host import attach
+from .kernel import Cpu
 
 IDLE_POLL_MS = 2          # how long an idle CPU blocks on its inbox before re-checking
 SLACK_REAL_NS = 300_000   # how far (real ns) a CPU may run ahead of the clock before sleeping
@@ -44,18 +43,14 @@ def main(ctl: Control, index: int, cfg_dict: dict, run_id: str, shm_name: str) -
     role = f"cpu{index}"
     title = f"emu cpu/{index}"
     ctl.step("cache load")
-    warm()
-    atomic.warm()
+    jit.warm_all()
     ctl.step("attach")
     cfg = Config(cfg_dict)
     ctx = ctl.ctx
     seg = Segment.attach(shm_name)
-    layout = Layout(cfg)
-    views = Views(cfg, layout, seg.buf)
+    views = Views(cfg, Layout(cfg), seg.buf)
     counters = views.cpu[index]
-    for b, off in zip(views.backlogs, layout.backlog_locks):
-        b.lock = StatLock(seg.buf, off, counters, int(C.LOCK_ACQUIRED), int(C.LOCK_CONTENDED),
-                          int(C.LOCK_WAIT_NS))
+    net = attach(cfg, views, counters)
     inbox = ctx.socket(zmq.PULL)
     inbox.setsockopt(zmq.LINGER, 0)
     inbox.bind(endpoint(run_id, role))
@@ -69,12 +64,10 @@ def main(ctl: Control, index: int, cfg_dict: dict, run_id: str, shm_name: str) -
     clock = DilatedClock(ctl.handshake(), cfg["run.tdf"], time.monotonic_ns)
     cputime = CpuTime(clock, counters[T0:T0 + 7], wait=_sleep_until(clock),
                       slack=int(SLACK_REAL_NS / cfg["run.tdf"]))
-    cpu = Cpu(index, cfg, cputime, counters, views.rx, views.backlogs,
-              SocketTable(views.sockets), views.sock_flow, views.flow_tables,
-              hash_seed=cfg["run.seed"], cpu_counters=views.cpu)
+    cpu = Cpu(index, net, cputime, counters, views.rx)
     seqs: list = []
     if cfg["run.record_seqs"]:
-        cpu.on_read = lambda entries: seqs.append(entries["seq"].copy())
+        cpu.app.on_read = lambda entries: seqs.append(entries["seq"].copy())
     _run(cpu, cputime, inbox, peers, ctl, run_id, title)
     if cfg["run.record_seqs"]:
         import numpy as np
@@ -128,7 +121,7 @@ def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: s
             elif kind == Msg.IPI_RES:
                 cpu.ipi_resched()
 
-    others = cpu.cpu_counters
+    others = cpu.net.cpu_counters
 
     def send_ipi(t: int) -> None:
         atomic.fetch_add(others[t], SENT)
@@ -138,9 +131,9 @@ def _run(cpu: Cpu, cputime: CpuTime, inbox, peers: dict, ctl: Control, run_id: s
         atomic.fetch_add(others[t], SENT)
         peers[t].send(ipi_res)
 
-    cpu.irq_point = irq_point
-    cpu.send_ipi = send_ipi
-    cpu.wake_remote = wake_remote
+    cpu.set_irq_point(irq_point)
+    cpu.sd.send_ipi = send_ipi
+    cpu.tasks.wake_remote = wake_remote
 
     poller = zmq.Poller()
     poller.register(inbox, zmq.POLLIN)
@@ -160,7 +153,7 @@ class _Stopped(Exception):
 def _loop(cpu, cputime, counters, title, poller, irq_point, stop_asked) -> None:
     shown = ""
     while True:
-        if cpu.sched.current is None and stop_asked():
+        if cpu.tasks.sched.current is None and stop_asked():
             return
         before = cputime.now()
         irq_point()
@@ -171,7 +164,7 @@ def _loop(cpu, cputime, counters, title, poller, irq_point, stop_asked) -> None:
         counters[C.LOOPS] += 1
         if cputime.worst_lag > counters[C.WORST_LAG]:
             counters[C.WORST_LAG] = cputime.worst_lag
-        want = title + (" [ksoftirqd]" if cpu.ksoftirqd.runnable else "")
+        want = title + (" [ksoftirqd]" if cpu.tasks.ksoftirqd.runnable else "")
         if want != shown:
             setproctitle(want)
             shown = want

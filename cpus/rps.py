@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-RPS_NO_CPU = 0xFFFF
-GOLDEN_RATIO_32 = 0x61C88647
+from emu.skb import FLOW, RPS_NO_CPU
 
-FLOW = np.dtype([("cpu", "<u4"), ("last_qtail", "<u4")])
+GOLDEN_RATIO_32 = 0x61C88647
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800

@@ -5,9 +5,22 @@ weights): each task's vruntime advances by its run time scaled by NICE_0_LOAD / 
 runnable task with the smallest vruntime runs; a woken task preempts the current one when it
 is behind by more than the wakeup granularity, and any woken task preempts the idle task.
 need_resched is what handle_softirqs tests to stop restarting (kernel/softirq.c).
+
+CpuTasks is one CPU's side of kernel/sched/core.c: __schedule() (the tick, the context
+switch, the task's turn), run_ksoftirqd, and try_to_wake_up for the task that reads the
+sockets (a local wake-up, or a reschedule IPI to the reader's CPU).
 """
 
 from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from emu.clock import KSOFTIRQD, SYSTEM, USER, CpuTime, jiffies
+from emu.counters import C
+
+_USER_ON_RQ = int(C.USER_ON_RQ)
 
 NICE_0_LOAD = 1024
 # sched_prio_to_weight[], nice -20 .. 19 (kernel/sched/core.c)
@@ -105,3 +118,126 @@ class Scheduler:
         ideal = max(self.latency * cur.weight // total, self.min_gran)
         if now - cur.slice_start >= ideal:
             self.need_resched = True
+
+
+class CpuTasks:
+    """The tasks of one CPU (ksoftirqd/N, the user task) and how they share it.
+
+    ``app`` is the user task's program (cpus.app.App): its turn, its sockets. A remote
+    wake-up goes through ``wake_remote(cpu)`` (the shell sends the reschedule IPI);
+    ``cpu_counters`` are every CPU's counter blocks, to read a remote task's USER_ON_RQ
+    (None: unknown, so every remote wake-up sends its IPI).
+    """
+
+    def __init__(self, cpu: int, time: CpuTime, counters: np.ndarray, softirq, knobs, costs,
+                 cpu_counters: list | None = None):
+        self.cpu = cpu
+        self.time = time
+        self.counters = counters
+        self.softirq = softirq
+        self.hz = knobs.hz
+        self.switch_cost = costs.context_switch
+        self.ksoftirqd = Task(f"ksoftirqd/{cpu}", knobs.ksoftirqd_nice)
+        self.user = Task("user", knobs.user_nice)
+        self.sched = Scheduler([self.ksoftirqd, self.user], knobs.sched_latency_ns,
+                               knobs.min_granularity_ns, knobs.wakeup_granularity_ns)
+        self.cpu_counters = cpu_counters
+        self.app = None
+        self.prev_task: Task | None = None
+        self.last_jiffy = jiffies(time.now(), self.hz)
+        self.wake_remote: Callable[[int], None] = lambda _cpu: None
+        counters[_USER_ON_RQ] = int(self.user.runnable)
+
+    def need_resched(self) -> bool:
+        return self.sched.need_resched
+
+    def schedule(self) -> bool:
+        """Run the next task for one slice; False when the CPU goes idle."""
+        time = self.time
+        counters = self.counters
+        now = time.now()
+        j = jiffies(now, self.hz)
+        if j > self.last_jiffy:
+            if self.sched.current is not None:
+                counters[C.LOC] += j - self.last_jiffy
+                self.sched.tick(now)
+            self.last_jiffy = j
+        app = self.app
+        if app is not None and not self.user.runnable and app.queued():
+            self.wake_user()
+        task = self.sched.pick_next(now)
+        if task is not self.prev_task:
+            counters[C.CTXT] += 1
+            if task is not None:
+                time.ctx = SYSTEM
+                time.charge(self.switch_cost)
+            self.prev_task = task
+        if task is None:
+            return False
+        # The task's clock excludes interrupt time (IRQ_TIME_ACCOUNTING); ksoftirqd's own
+        # softirq work is its run time.
+        acct = time.acct
+        if task is self.ksoftirqd:
+            t0 = int(acct[KSOFTIRQD])
+            self.run_ksoftirqd()
+            ran = int(acct[KSOFTIRQD]) - t0
+        else:
+            t0 = int(acct[USER]) + int(acct[SYSTEM])
+            if app is None or app.run(self) == 0:
+                self.sleep_user()
+            ran = int(acct[USER]) + int(acct[SYSTEM]) - t0
+        self.sched.account(task, ran)
+        return True
+
+    def run_ksoftirqd(self) -> None:
+        """run_ksoftirqd: one handle_softirqs(true) per turn, then cond_resched."""
+        self.counters[C.KSOFTIRQD_RUNS] += 1
+        if self.softirq.pending:
+            self.softirq.handle_softirqs(True)
+        if not self.softirq.pending:
+            self.sched.sleep(self.ksoftirqd)
+
+    def wakeup_softirqd(self) -> None:
+        if self.sched.wake(self.ksoftirqd):
+            self.counters[C.KSOFTIRQD_WAKEUPS] += 1
+
+    def wake_user(self) -> None:
+        self.sched.wake(self.user)
+        self.counters[_USER_ON_RQ] = 1
+
+    def sleep_user(self) -> None:
+        """Block the user task unless a datagram arrived: set the state, then re-check.
+
+        As set_current_state() before the condition check: USER_ON_RQ is cleared first, then
+        each socket's lock is taken and dropped (a full barrier, pairing with the producer's
+        unlock before it reads USER_ON_RQ), then the queues are checked again, so a datagram
+        queued meanwhile is seen here or its producer sees the task asleep and sends the IPI.
+        """
+        self.counters[_USER_ON_RQ] = 0
+        app = self.app
+        if app is not None:
+            for s in app.sockets:
+                s.lock.acquire()
+                s.lock.release()
+            if app.queued():
+                self.counters[_USER_ON_RQ] = 1
+                return
+        self.sched.sleep(self.user)
+
+    def ttwu(self, reader: int) -> None:
+        """try_to_wake_up of the task reading on CPU reader, from this CPU."""
+        if reader == self.cpu:
+            self.wake_user()
+            return
+        others = self.cpu_counters
+        if others is None:
+            self.wake_remote(reader)
+        elif not others[reader][_USER_ON_RQ]:
+            # A task already on its runqueue, or already being woken, needs no IPI; the
+            # waker marks it (p->__state leaves TASK_INTERRUPTIBLE) so later wakers send
+            # none. The producer published the skb before it read USER_ON_RQ (its socket
+            # unlock is the barrier), and the reader re-checks its queues after clearing it
+            # (sleep_user).
+            others[reader][_USER_ON_RQ] = 1
+            self.wake_remote(reader)
+

@@ -48,69 +48,15 @@ import numpy as np
 
 from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
 from emu.jit import kernel
-from emu.ring import CONS, PROD, USER0, Ring
+from emu.ring import CONS, PROD, U_DEFICIT, U_DROPS, U_READER_Q, U_RMEM, U_RXHASH, USER0, Ring
+from emu.skb import INT_MAX, SOCK_ENTRY
 
 from .rps import rps_cpu_mask
-
-SOCK_ENTRY = np.dtype([
-    ("seq", "<u8"),       # NIC sequence number of the skb's (first) frame
-    ("len", "<u4"),       # skb len on the wire (Ethernet header included)
-    ("truesize", "<u4"),  # skb->truesize charged to sk_rmem_alloc
-    ("hash", "<u4"),      # skb->hash (what sk_rxhash takes for a connected socket)
-    ("src", "u1"),        # traffic source (per-source accounting)
-    ("_pad", "u1"),
-    ("segs", "<u2"),      # wire frames in the skb (1 unless GRO merged)
-])
-assert SOCK_ENTRY.itemsize == 24
-
-U_RMEM, U_DROPS, U_RXHASH, U_DEFICIT, U_READER_Q = 0, 1, 2, 3, 4
 
 _RECVMSG_CALLS = int(C.RECVMSG_CALLS)
 _UDP_IN_DATAGRAMS = int(C.UDP_IN_DATAGRAMS)
 _USER_DATAGRAMS = int(C.USER_DATAGRAMS)
 _SRC_DELIVERED0 = int(SRC_DELIVERED0)
-
-# --- truesize ---------------------------------------------------------------------------
-# SKB_TRUESIZE(X) = X + SKB_DATA_ALIGN(sizeof(struct sk_buff))
-#                     + SKB_DATA_ALIGN(sizeof(struct skb_shared_info))       (skbuff.h)
-# x86_64, 6.x, SMP_CACHE_BYTES = 64:
-#   sizeof(struct sk_buff) = 232 with distro configs (224 with a "lucky" config; pahole
-#     figures quoted on netdev) -> SKB_DATA_ALIGN -> 256 either way.
-#   sizeof(struct skb_shared_info) = 48 bytes of fields (flags, meta_len, nr_frags, tx_flags,
-#     gso_size, gso_segs, frag_list, hwtstamps|xsk_meta, gso_type, tskey, dataref,
-#     xdp_frags_size, destructor_arg) + frags[MAX_SKB_FRAGS = 17] of 16-byte skb_frag_t
-#     (netmem_ref, len, offset) = 48 + 272 = 320 -> SKB_DATA_ALIGN -> 320.
-# A driver receiving into 2 KiB buffers: SKB_TRUESIZE(2048) = 2048 + 256 + 320 = 2624 bytes per
-# frame; frames that do not fit 2 KiB are charged in 4 KiB steps (SKB_TRUESIZE(k * 4096)).
-# (A build_skb driver that keeps skb_shared_info inside the 2 KiB half page, e.g. ixgbe/ice
-# with build_skb, charges SKB_TRUESIZE(2048 - 320) = 2304 instead.)
-SKB_DATA_ALIGN_SKBUFF = 256
-SKB_DATA_ALIGN_SHINFO = 320
-RX_BUF = 2048
-BIG_STEP = 4096
-INT_MAX = 2**31 - 1
-
-
-def skb_truesize(x: int) -> int:
-    return int(x) + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO
-
-
-def truesize_of(lens: np.ndarray) -> np.ndarray:
-    """skb->truesize of received frames of these wire lengths (uint32)."""
-    lens = np.asarray(lens, dtype=np.int64)
-    buf = np.where(lens <= RX_BUF, RX_BUF, -(-lens // BIG_STEP) * BIG_STEP)
-    return (buf + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO).astype(np.uint32)
-
-
-def socket_ring_capacity(rcvbuf: int, min_truesize: int) -> int:
-    """Power-of-two ring size that the rcvbuf rule, never the ring, limits.
-
-    While rmem > 0 an skb is queued only if rmem + truesize <= rcvbuf, and rmem never falls
-    below the truesize still queued (the reader pops before it gives memory back, and gives it
-    back lazily), so at most max(1, rcvbuf // min_truesize) skbs can be queued.
-    """
-    n = max(1, int(rcvbuf) // max(1, int(min_truesize))) + 1
-    return 1 << (n - 1).bit_length()
 
 
 def admit(sizes: np.ndarray, rmem: int, rcvbuf: int) -> tuple[np.ndarray, int]:

@@ -74,13 +74,15 @@ def msecs_to_jiffies(ms: int, hz: int) -> int:
 
 
 class CpuTime:
-    """One CPU's emulated timeline and its time accounting per context.
+    """One CPU's emulated timeline, the context it is running in, and its time per context.
 
     ``acct`` is a u64 array of 7 entries (the CONTEXT order), shared memory in a run.
-    ``wait`` blocks until the clock reads at least its argument (the shell sleeps; the
-    virtual clock jumps). ``slack`` is how far ahead of the clock a CPU may run before it
-    waits: real sleeps are coarse, so waiting for every nanosecond would cost more than it
-    models.
+    ``ctx`` is the context work is charged to now (hardirq, softirq, ksoftirqd, user,
+    system), ``in_hardirq`` whether a hard interrupt handler runs (the kernel keeps both in
+    preempt_count). ``wait`` blocks until the clock reads at least its argument (the shell
+    sleeps; the virtual clock jumps). ``slack`` is how far ahead of the clock a CPU may run
+    before it waits: real sleeps are coarse, so waiting for every nanosecond would cost more
+    than it models.
     """
 
     def __init__(self, clock: Clock, acct: np.ndarray, wait: Callable[[int], None] | None = None,
@@ -91,15 +93,18 @@ class CpuTime:
         self.wait = wait if wait is not None else getattr(clock, "wait_until")
         self.slack = slack
         self.worst_lag = 0
+        self.ctx = SYSTEM
+        self.in_hardirq = False
 
     def now(self) -> int:
         return self.t
 
-    def charge(self, ctx: int, ns: int) -> None:
+    def charge(self, ns: int) -> None:
+        """Work of ns emulated ns in the current context."""
         if ns <= 0:
             return
         self.t += ns
-        self.acct[ctx] += ns
+        self.acct[self.ctx] += ns
         if self.t > self.clock.now() + self.slack:
             self.wait(self.t)
 

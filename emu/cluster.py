@@ -38,9 +38,8 @@ from .counters import C
 from .errors import ChildCrashed, EmuError, ProtocolError
 from .protocol import Msg, endpoint, pack, unpack
 from .rundir import RunDir
+from .ring import BL_DROPPED, U_DEFICIT, U_DROPS, U_RMEM
 from .shm import Layout, Segment, Views, check_fits
-
-U_DEFICIT = 3                  # a socket ring's forward_deficit word (cpus.sock.U_DEFICIT)
 
 # From when the children begin to load (the kernels are compiled by then) until every one
 # is READY. Measured warm: about 1.5 s on an idle 2-core box; a box whose cores are both
@@ -126,9 +125,7 @@ class Cluster:
         self._spawner: threading.Thread | None = None
         self._spawn_error: BaseException | None = None
         self._abort_spawn = False
-        from nic.affinity import effective_cpus
-        self.effective_cpu = effective_cpus([cfg.irq_affinity(q) for q in range(cfg.nqueues)],
-                                            (1 << cfg.ncpus) - 1)
+        self.effective_cpu = list(cfg.effective_cpu)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, progress: Callable[[str], None] | None = None,
@@ -352,22 +349,22 @@ class Cluster:
         v = self.views
         return {
             "rx_rings": sum(len(r) for r in v.rx),
-            "backlogs": sum(_ring_segs(b.ring) for b in v.backlogs),
+            "backlogs": sum(_ring_segs(b) for b in v.backlogs),
             "process_queues": int(sum(int(c[C.PROCESS_QSEGS]) for c in v.cpu)),
-            "sockets": sum(len(s.ring) for s in v.sockets),
+            "sockets": sum(len(s) for s in v.sockets),
         }
 
     def snapshot(self) -> "procfs.Snapshot":
         v = self.views
         cpu = np.stack([c.copy() for c in v.cpu])
         for i, b in enumerate(v.backlogs):
-            cpu[i, C.DROPPED] = b.dropped
-            cpu[i, C.INPUT_QLEN] = len(b.ring)
+            cpu[i, C.DROPPED] = b.user(BL_DROPPED)
+            cpu[i, C.INPUT_QLEN] = len(b)
         uptime = max(int(c[C.NOW]) for c in v.cpu) if v.cpu else 0
-        socks = tuple(procfs.SockStat(index=i, port=s.port, connect=sc["connect"], rmem=s.rmem(),
-                                      drops=s.drops(), reader_cpu=s.reader_cpu,
-                                      deficit=s.ring.user(U_DEFICIT))
-                      for i, (s, sc) in enumerate(zip(v.sockets, self.cfg["udp.sockets"])))
+        socks = tuple(procfs.SockStat(index=i, port=sc["port"], connect=sc["connect"],
+                                      rmem=r.user(U_RMEM), drops=r.user(U_DROPS),
+                                      reader_cpu=sc["reader_cpu"], deficit=r.user(U_DEFICIT))
+                      for i, (r, sc) in enumerate(zip(v.sockets, self.cfg["udp.sockets"])))
         return procfs.Snapshot(cpu=cpu, nic=v.nic.copy(), cfg=self.cfg, btime=self.btime,
                                uptime_ns=uptime, effective_cpu=list(self.effective_cpu),
                                sockets=socks)

@@ -22,6 +22,7 @@ import tomllib
 from importlib import resources
 from typing import Any
 
+from .affinity import effective_cpus
 from .cpumask import format_list, format_mask, parse_list, parse_mask
 from .errors import ConfigError
 
@@ -74,12 +75,19 @@ def _defaults() -> dict:
 
 
 class Config:
-    """A resolved, validated, read-only config tree."""
+    """A resolved, validated, read-only config tree.
 
-    __slots__ = ("_tree",)
+    ``effective_cpu[q]``: the one CPU RX queue q's vector is delivered to (the x86 vector
+    matrix's choice among its smp_affinity, emu.affinity), computed once here so the NIC,
+    the orchestrator and the renderers agree.
+    """
+
+    __slots__ = ("_tree", "effective_cpu")
 
     def __init__(self, tree: dict):
         object.__setattr__(self, "_tree", tree)
+        object.__setattr__(self, "effective_cpu", tuple(effective_cpus(
+            [self.irq_affinity(q) for q in range(self.nqueues)], (1 << self.ncpus) - 1)))
 
     def __setattr__(self, name, value):
         raise AttributeError("Config is frozen; changes go through resolve()")

@@ -21,6 +21,21 @@ HEADER_BYTES = 256
 PROD, CONS = 0, 8
 USER0 = 16
 
+# The user words each kind of ring keeps in its header (indexes from USER0), the state every
+# process that touches the ring must see.
+# An RX ring: the NIC's interrupt mask for the queue's vector (EIMS/EIMC; the NIC sets it
+# when it raises the vector, the driver clears it after napi_complete_done) and the queue's
+# NAPI state word.
+RX_IRQ_MASKED, RX_NAPI_STATE = 0, 1
+# A CPU's backlog (input_pkt_queue): its backlog NAPI's state word, input_queue_head (the
+# owner's dequeue count, read by RFS), and the owner's softnet `dropped` (charged by the
+# enqueuing CPU); all three change under the backlog lock (the head: by the owner only).
+BL_STATE, BL_HEAD, BL_DROPPED = 0, 1, 2
+# A UDP socket's receive queue: sk_rmem_alloc and sk_drops (under the socket lock),
+# sk_rxhash of a connected socket, and the reader's forward_deficit and reader_queue length
+# (udp_rmem_release's lazy state, the reader's only).
+U_RMEM, U_DROPS, U_RXHASH, U_DEFICIT, U_READER_Q = 0, 1, 2, 3, 4
+
 
 def ring_bytes(dtype: np.dtype, capacity: int) -> int:
     return HEADER_BYTES + np.dtype(dtype).itemsize * capacity

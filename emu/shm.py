@@ -14,14 +14,12 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from cpus.backlog import Backlog, backlog_capacity
-from cpus.sock import SOCK_ENTRY, UdpSocket, socket_ring_capacity, truesize_of
-from emu.config import Config
-from emu.errors import ConfigError
-from emu.counters import CPU_SLOTS, NIC_SLOTS, cpu_block, nic_block
-from emu.ring import Ring, ring_bytes
-from emu.shmlock import LOCK_BYTES, ShmLock, init_lock
-from emu.skb import SKB
+from .config import Config
+from .counters import CPU_SLOTS, NIC_SLOTS, cpu_block, nic_block
+from .errors import ConfigError
+from .ring import Ring, ring_bytes
+from .shmlock import LOCK_BYTES, init_lock
+from .skb import FLOW, RPS_NO_CPU, SKB, SOCK_ENTRY, backlog_capacity, socket_ring_capacity
 
 SHM_DIR = "/dev/shm"
 
@@ -61,9 +59,8 @@ class Layout:
                                         f"({self.backlog_cap} slots) x run.cpus={cfg.ncpus}"))
         self.sock = []
         self.sock_cap = []
-        min_truesize = int(truesize_of(np.array([60]))[0])
         for i, s in enumerate(cfg["udp.sockets"]):
-            cap = socket_ring_capacity(s["rcvbuf"], min_truesize)
+            cap = socket_ring_capacity(s["rcvbuf"])
             self.sock.append(off)
             self.sock_cap.append(cap)
             size = _align(ring_bytes(SOCK_ENTRY, cap))
@@ -172,7 +169,11 @@ def unlink_by_name(name: str) -> bool:
 
 
 class Views:
-    """numpy and Ring views of every block, for one process."""
+    """Plain numpy and Ring views of every block, for one process.
+
+    The kernel's objects over them (backlogs, sockets with their locks) are cpus.host's
+    business: this layer knows layouts, not behaviour.
+    """
 
     def __init__(self, cfg: Config, layout: Layout, buf):
         self.buf = buf
@@ -180,17 +181,11 @@ class Views:
         self.nic = nic_block(buf, layout.nic)
         self.cpu = [cpu_block(buf, o) for o in layout.cpu]
         self.rx = [Ring(buf, SKB, layout.ring_size, o) for o in layout.rx]
-        self.backlogs = [Backlog(c, Ring(buf, SKB, layout.backlog_cap, o), ShmLock(buf, lo))
-                         for c, (o, lo) in enumerate(zip(layout.backlog, layout.backlog_locks))]
-        self.sockets = []
-        for s, o, cap, lo in zip(cfg["udp.sockets"], layout.sock, layout.sock_cap, layout.sock_locks):
-            ring = Ring(buf, SOCK_ENTRY, cap, o)
-            self.sockets.append(UdpSocket(ring, ShmLock(buf, lo), s["port"], s["rcvbuf"],
-                                          s["reader_cpu"], connect=s["connect"]))
+        self.backlogs = [Ring(buf, SKB, layout.backlog_cap, o) for o in layout.backlog]
+        self.sockets = [Ring(buf, SOCK_ENTRY, cap, o) for o, cap in zip(layout.sock, layout.sock_cap)]
         self.sock_flow = (np.ndarray((layout.sock_flow_entries,), dtype="<u4", buffer=buf,
                                      offset=layout.sock_flow)
                           if layout.sock_flow_entries else None)
-        from cpus.rps import FLOW
         self.flow_tables = [np.ndarray((cnt,), dtype=FLOW, buffer=buf, offset=o) if cnt else None
                             for o, cnt in layout.flow_tables]
 
@@ -198,10 +193,17 @@ class Views:
         """Owner only, before children start: the locks, the kernel's initial tables."""
         for off in self.layout.backlog_locks + self.layout.sock_locks:
             init_lock(self.buf, off)
-        from cpus.rps import RPS_NO_CPU
         if self.sock_flow is not None:
             self.sock_flow[:] = RPS_NO_CPU
         for t in self.flow_tables:
             if t is not None:
                 t["cpu"] = RPS_NO_CPU
                 t["last_qtail"] = 0
+
+
+def private(cfg: Config) -> Views:
+    """The same layout in this process's private memory (unit tests, one-process runs)."""
+    layout = Layout(cfg)
+    v = Views(cfg, layout, bytearray(layout.size))
+    v.init_tables()
+    return v

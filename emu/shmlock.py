@@ -92,6 +92,13 @@ class ShmLock:
     def release(self) -> None:
         _unlock(self.addr)
 
+    def locked(self) -> bool:
+        """Whether some process holds it now (a try and an immediate release)."""
+        if self.acquire(False):
+            self.release()
+            return False
+        return True
+
 
 class StatLock(ShmLock):
     """A lock that counts acquisitions, contended ones and the real time waited.

@@ -1,10 +1,20 @@
-"""The skb batch: what a ring slot, a backlog entry and an skb in flight hold.
+"""The records that cross processes, and the sizing rules both sides must agree on.
 
 Frames move in numpy structured arrays, never one Python object per frame. The NIC is
 modelled with header split (as ixgbe, ice and mlx5 can do): a slot holds the wire length and
 the first HEAD bytes of the frame, which contain every header the receive path parses; the
 payload pages are not materialised because nothing on the receive path reads them (the
 NIC reports CHECKSUM_UNNECESSARY for L4).
+
+- SKB: an RX ring slot, a backlog entry, an skb in flight.
+- SOCK_ENTRY: one skb queued on a UDP socket (what recvmsg gives back).
+- FLOW: one entry of an RX queue's RFS flow table (struct rps_dev_flow without aRFS).
+- truesize: skb->truesize of a received frame, the unit of sk_rmem_alloc.
+- the capacities of the rings that hold them: sized so that the kernel's own limit
+  (netdev_max_backlog, the rcvbuf rule), never the ring, is what bites.
+
+The scalar rules are plain Python that numba compiles where a per-frame loop needs them
+(emu.jit.kernel on the same function), so a rule has one home.
 """
 
 import numpy as np
@@ -24,8 +34,76 @@ SKB = np.dtype([
     ("_pad", "V2"),
     ("head", "u1", (HEAD,)),
 ])
-
 assert SKB.itemsize == 160
+
+SOCK_ENTRY = np.dtype([
+    ("seq", "<u8"),       # NIC sequence number of the skb's (first) frame
+    ("len", "<u4"),       # skb len on the wire (Ethernet header included)
+    ("truesize", "<u4"),  # skb->truesize charged to sk_rmem_alloc
+    ("hash", "<u4"),      # skb->hash (what sk_rxhash takes for a connected socket)
+    ("src", "u1"),        # traffic source (per-source accounting)
+    ("_pad", "u1"),
+    ("segs", "<u2"),      # wire frames in the skb (1 unless GRO merged)
+])
+assert SOCK_ENTRY.itemsize == 24
+
+FLOW = np.dtype([("cpu", "<u4"), ("last_qtail", "<u4")])
+RPS_NO_CPU = 0xFFFF       # an empty sock-flow or dev-flow entry (include/net/rps.h)
+
+# --- truesize -------------------------------------------------------------------------------
+# SKB_TRUESIZE(X) = X + SKB_DATA_ALIGN(sizeof(struct sk_buff))
+#                     + SKB_DATA_ALIGN(sizeof(struct skb_shared_info))       (skbuff.h)
+# x86_64, 6.x, SMP_CACHE_BYTES = 64:
+#   sizeof(struct sk_buff) = 232 with distro configs (224 with a "lucky" config; pahole
+#     figures quoted on netdev) -> SKB_DATA_ALIGN -> 256 either way.
+#   sizeof(struct skb_shared_info) = 48 bytes of fields (flags, meta_len, nr_frags, tx_flags,
+#     gso_size, gso_segs, frag_list, hwtstamps|xsk_meta, gso_type, tskey, dataref,
+#     xdp_frags_size, destructor_arg) + frags[MAX_SKB_FRAGS = 17] of 16-byte skb_frag_t
+#     (netmem_ref, len, offset) = 48 + 272 = 320 -> SKB_DATA_ALIGN -> 320.
+# A driver receiving into 2 KiB buffers: SKB_TRUESIZE(2048) = 2048 + 256 + 320 = 2624 bytes per
+# frame; frames that do not fit 2 KiB are charged in 4 KiB steps (SKB_TRUESIZE(k * 4096)).
+# (A build_skb driver that keeps skb_shared_info inside the 2 KiB half page, e.g. ixgbe/ice
+# with build_skb, charges SKB_TRUESIZE(2048 - 320) = 2304 instead.)
+SKB_DATA_ALIGN_SKBUFF = 256
+SKB_DATA_ALIGN_SHINFO = 320
+RX_BUF = 2048
+BIG_STEP = 4096
+INT_MAX = 2**31 - 1
+
+
+def truesize(ln):
+    """skb->truesize of a received frame of ln wire bytes (scalar; numba-compilable)."""
+    buf = RX_BUF if ln <= RX_BUF else (ln + BIG_STEP - 1) // BIG_STEP * BIG_STEP
+    return buf + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO
+
+
+TRUESIZE_SMALL = truesize(RX_BUF)          # every frame of at most RX_BUF bytes
+
+
+def truesize_of(lens: np.ndarray) -> np.ndarray:
+    """truesize() of many wire lengths (uint32)."""
+    lens = np.asarray(lens, dtype=np.int64)
+    buf = np.where(lens <= RX_BUF, RX_BUF, -(-lens // BIG_STEP) * BIG_STEP)
+    return (buf + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO).astype(np.uint32)
+
+
+def socket_ring_capacity(rcvbuf: int, min_truesize: int = TRUESIZE_SMALL) -> int:
+    """Power-of-two ring size that the rcvbuf rule, never the ring, limits.
+
+    While rmem > 0 an skb is queued only if rmem + truesize <= rcvbuf, and rmem never falls
+    below the truesize still queued (the reader pops before it gives memory back, and gives it
+    back lazily), so at most max(1, rcvbuf // min_truesize) skbs can be queued.
+    """
+    n = max(1, int(rcvbuf) // max(1, int(min_truesize))) + 1
+    return 1 << (n - 1).bit_length()
+
+
+def backlog_capacity(netdev_max_backlog: int) -> int:
+    """Ring slots for an input_pkt_queue: it can hold netdev_max_backlog + 1 skbs."""
+    cap = 1
+    while cap < netdev_max_backlog + 1:
+        cap <<= 1
+    return cap
 
 
 def empty(n: int = 0) -> np.ndarray:

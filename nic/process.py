@@ -14,16 +14,15 @@ import time
 
 import zmq
 
-from cpus.kernel import RX_IRQ_MASKED
-from emu import atomic
+from emu import atomic, jit
 from emu.child import Control
 from emu.clock import DilatedClock
 from emu.config import Config
 from emu.counters import C, N, Q_IRQS, nq
 from emu.protocol import Msg, endpoint, pack
+from emu.ring import RX_IRQ_MASKED
 from emu.shm import Layout, Segment, Views
 
-from .affinity import effective_cpus
 from .coalesce import Coalescer
 from .dma import dma_arrivals, warm
 from .rss import Rss
@@ -41,14 +40,14 @@ def main(ctl: Control, index: int, cfg_dict: dict, run_id: str, shm_name: str) -
     sources = [Source(s, i, rss, seed) for i, s in enumerate(cfg["traffic.sources"])]
     nqueues = cfg.nqueues
     ctl.step("cache load")
+    jit.warm_all()
     warm(sources, nqueues)
-    atomic.warm()
     ctl.step("attach")
     ctx = ctl.ctx
     seg = Segment.attach(shm_name)
     views = Views(cfg, Layout(cfg), seg.buf)
     coal = [Coalescer(cfg["ethtool.rx_usecs"], cfg["ethtool.rx_frames"]) for _ in range(nqueues)]
-    target = effective_cpus([cfg.irq_affinity(q) for q in range(nqueues)], (1 << cfg.ncpus) - 1)
+    target = cfg.effective_cpu
     pushes = {}
     for c in sorted(set(target)):
         s = ctx.socket(zmq.PUSH)

@@ -302,12 +302,13 @@ def _titled(title: str) -> subprocess.Popen:
 def test_clean_removes_only_what_the_manifest_names_and_is_ours(tmp_path):
     run_id = f"{os.getpid() & 0xFFFFFFFF:08x}"
     name = f"emu-{run_id}"
-    fd = os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    os.ftruncate(fd, 4096)
-    os.close(fd)
-    ours = _titled("emu cpu/9")
-    other = subprocess.Popen(["sleep", "60"])
+    ours = other = None
     try:
+        fd = os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        os.ftruncate(fd, 4096)
+        os.close(fd)
+        ours = _titled("emu cpu/9")
+        other = subprocess.Popen(["sleep", "60"])
         m = _manifest_for(psutil.Process(ours.pid), "cpu9", run_id, [name])
         m["pids"]["nic"] = {"pid": other.pid, "create_time": psutil.Process(other.pid).create_time(),
                             "title": "emu nic/eth0"}
@@ -321,7 +322,7 @@ def test_clean_removes_only_what_the_manifest_names_and_is_ours(tmp_path):
         assert f"/dev/shm/{name} removed" in r.stdout
     finally:
         for p in (ours, other):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(10)
         if os.path.exists(f"/dev/shm/{name}"):

@@ -1,26 +1,25 @@
-"""A host of pure Cpu objects in one process, on virtual clocks, for unit tests.
+"""A host of pure Cpus in one process, on virtual clocks, for unit tests.
 
-Each Cpu has its own VirtualClock (a CPU's work advances only its own time); IRQs and IPIs
-are queued per CPU and taken at the CPU's next irq_point(), as the process shell does with
-its ZeroMQ inbox.
+The memory is the run's layout in private memory (emu.shm.private) and the kernel objects
+over it are built by cpus.host.attach, exactly as a CPU process builds them over shared
+memory. Each Cpu has its own VirtualClock (a CPU's work advances only its own time); IRQs
+and IPIs are queued per CPU and taken at the CPU's next irq_point(), as the process shell
+does with its ZeroMQ inbox.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 
 import numpy as np
 
-from cpus.backlog import Backlog, backlog_capacity
-from cpus.kernel import RX_IRQ_MASKED, Cpu
-from cpus.rps import FLOW, RPS_NO_CPU
-from cpus.sock import SOCK_ENTRY, SocketTable, UdpSocket, socket_ring_capacity
+from cpus.host import attach
+from cpus.kernel import Cpu
 from emu.clock import CpuTime, VirtualClock
 from emu.config import resolve
-from emu.counters import T0, cpu_block
-from emu.ring import Ring
-from emu.skb import SKB
+from emu.counters import T0
+from emu.ring import RX_IRQ_MASKED
+from emu.shm import private
 from nic.rss import Rss
 from nic.traffic import Source
 
@@ -39,35 +38,23 @@ class Host:
             text = "\n".join(lines)
         self.cfg = cfg = resolve(text, sets)
         n = cfg.ncpus
+        self.views = views = private(cfg)
+        self.net = net = attach(cfg, views)
+        self.counters = views.cpu
+        self.rx = views.rx
+        self.backlogs = net.backlogs
+        self.sockets = net.socks.sockets
+        self.sock_table = net.sock_table
+        self.flow_tables = views.flow_tables
         self.clocks = [VirtualClock() for _ in range(n)]
-        self.counters = [cpu_block() for _ in range(n)]
-        self.rx = [Ring.local(SKB, cfg["ethtool.rx_ring"]) for _ in range(cfg.nqueues)]
-        cap = backlog_capacity(cfg["net.core.netdev_max_backlog"])
-        self.backlogs = [Backlog(c, Ring.local(SKB, cap), threading.Lock()) for c in range(n)]
-        self.sockets = []
-        for s in cfg["udp.sockets"]:
-            ring = Ring.local(SOCK_ENTRY, socket_ring_capacity(s["rcvbuf"], 2048))
-            self.sockets.append(UdpSocket(ring, threading.Lock(), s["port"], s["rcvbuf"],
-                                          s["reader_cpu"], connect=s["connect"]))
-        entries = cfg["net.core.rps_sock_flow_entries"]
-        self.sock_table = np.full(entries, RPS_NO_CPU, dtype=np.uint32) if entries else None
-        self.flow_tables = []
-        for q in range(cfg.nqueues):
-            cnt = cfg.queue(q)["rps_flow_cnt"]
-            t = np.zeros(cnt, dtype=FLOW) if cnt else None
-            if t is not None:
-                t["cpu"] = RPS_NO_CPU
-            self.flow_tables.append(t)
         self.inbox = [deque() for _ in range(n)]
         self.cpus = []
         for c in range(n):
             t = CpuTime(self.clocks[c], self.counters[c][T0:T0 + 7])
-            cpu = Cpu(c, cfg, t, self.counters[c], self.rx, self.backlogs,
-                      SocketTable(self.sockets), self.sock_table, self.flow_tables, hash_seed=1,
-                      cpu_counters=self.counters)
-            cpu.irq_point = self._irq_point(c)
-            cpu.send_ipi = lambda target, c=c: self.inbox[target].append(("rps", c))
-            cpu.wake_remote = lambda target, c=c: self.inbox[target].append(("res", c))
+            cpu = Cpu(c, net, t, self.counters[c], self.rx)
+            cpu.set_irq_point(self._irq_point(c))
+            cpu.sd.send_ipi = lambda target, c=c: self.inbox[target].append(("rps", c))
+            cpu.tasks.wake_remote = lambda target, c=c: self.inbox[target].append(("res", c))
             self.cpus.append(cpu)
         rss = Rss.from_ethtool(cfg["ethtool"])
         self.sources = [Source(s, i, rss, cfg["run.seed"]) for i, s in enumerate(cfg["traffic.sources"])]
@@ -110,7 +97,7 @@ class Host:
         """Drive CPU c until it goes idle (or steps run out)."""
         cpu = self.cpus[c]
         for _ in range(steps):
-            cpu.irq_point()
+            cpu.sd.irq_point()
             if not cpu.schedule():
                 return
 
@@ -118,7 +105,7 @@ class Host:
         for _ in range(rounds):
             busy = False
             for c, cpu in enumerate(self.cpus):
-                cpu.irq_point()
+                cpu.sd.irq_point()
                 busy |= cpu.schedule()
                 busy |= bool(self.inbox[c])
             if not busy:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nic.affinity import effective_cpus, reaffine
+from emu.affinity import effective_cpus, reaffine
 
 ALL4 = 0b1111
 

@@ -2,7 +2,10 @@
 
 import numpy as np
 
-from cpus.backlog import BL_STATE, enqueue_to_backlog, process_backlog
+from cpus.backlog import enqueue_to_backlog, net_rps_send_ipi
+from cpus.rps import skb_get_hash
+from cpus.dev import netif_receive_skb_list, process_backlog
+from emu.ring import BL_STATE
 from cpus.napi import NAPI_STATE_SCHED
 from cpus.netrx import net_rx_action
 from emu.counters import C, Drop, src_drop
@@ -21,7 +24,7 @@ def test_max_plus_one_boundary_and_drops_on_target():
     h = host(sets=["net.core.netdev_max_backlog=10"])
     cpu0, cpu1 = h.cpus[0], h.cpus[1]
     skbs = h.frames(0, 15)
-    accepted, qtails = enqueue_to_backlog(cpu0, skbs, h.backlogs[1])
+    accepted, qtails = enqueue_to_backlog(cpu0.sd, cpu0.net, skbs, h.backlogs[1])
     assert accepted.sum() == 11                        # the queue can hold max + 1
     assert len(h.backlogs[1].ring) == 11
     assert h.backlogs[1].dropped == 4                  # softnet dropped of the TARGET
@@ -35,13 +38,13 @@ def test_remote_kick_is_one_ipi_batched_to_end_of_net_rx_action():
     h = host()
     cpu0 = h.cpus[0]
     cpu0.sd.in_net_rx_action = True
-    enqueue_to_backlog(cpu0, h.frames(0, 5), h.backlogs[2])
-    enqueue_to_backlog(cpu0, h.frames(0, 5), h.backlogs[2])  # not empty: no second kick
+    enqueue_to_backlog(cpu0.sd, cpu0.net, h.frames(0, 5), h.backlogs[2])
+    enqueue_to_backlog(cpu0.sd, cpu0.net, h.frames(0, 5), h.backlogs[2])  # not empty: no second kick
     assert cpu0.sd.rps_ipi_list == [2]
     assert h.inbox[2] == type(h.inbox[2])()            # nothing sent yet
     assert h.backlogs[2].ring.user(BL_STATE) & NAPI_STATE_SCHED
     cpu0.sd.in_net_rx_action = False
-    net_rx_action(cpu0)                                # the end of the run sends them
+    net_rx_action(cpu0.sd, cpu0.net)                                # the end of the run sends them
     assert list(h.inbox[2]) == [("rps", 0)]
     assert cpu0.counters[C.IPI_SENT] == 1
 
@@ -49,9 +52,9 @@ def test_remote_kick_is_one_ipi_batched_to_end_of_net_rx_action():
 def test_ipi_counts_received_rps_and_processes_backlog():
     h = host()
     cpu0, cpu2 = h.cpus[0], h.cpus[2]
-    enqueue_to_backlog(cpu0, h.frames(0, 20), h.backlogs[2])
-    cpu0.net_rps_send_ipi()
-    cpu2.irq_point()
+    enqueue_to_backlog(cpu0.sd, cpu0.net, h.frames(0, 20), h.backlogs[2])
+    net_rps_send_ipi(cpu0.sd, cpu0.net)
+    cpu2.sd.irq_point()
     assert cpu2.counters[C.RECEIVED_RPS] == 1
     assert cpu2.counters[C.CAL] == 1
     assert cpu2.counters[C.PROCESSED] == 20
@@ -70,7 +73,7 @@ def test_local_target_goes_through_local_backlog():
     h.dma(b)
     for q in set(int(x) for x in b["queue"]):
         h.raise_irq(q, 0)
-    cpu0.irq_point()
+    cpu0.sd.irq_point()
     assert cpu0.counters[C.BACKLOG_ENQUEUED] == 30
     assert cpu0.counters[C.IPI_SENT] == 0              # local: no IPI
     assert cpu0.counters[C.RECEIVED_RPS] == 0
@@ -81,14 +84,14 @@ def test_local_target_goes_through_local_backlog():
 def test_process_backlog_quota_and_repoll():
     h = host()
     cpu1 = h.cpus[1]
-    enqueue_to_backlog(h.cpus[0], h.frames(0, 100), h.backlogs[1])
+    enqueue_to_backlog(h.cpus[0].sd, h.cpus[0].net, h.frames(0, 100), h.backlogs[1])
     napi = cpu1.sd.backlog
-    work = process_backlog(cpu1, napi, 64)
+    work = process_backlog(cpu1.sd, cpu1.net, napi, 64)
     assert work == 64
-    assert cpu1.process_queue.count == 36              # spliced whole, delivered up to quota
+    assert cpu1.sd.process_queue.count == 36              # spliced whole, delivered up to quota
     assert h.backlogs[1].head == 64
     assert napi.state & NAPI_STATE_SCHED                # still scheduled: repoll
-    work = process_backlog(cpu1, napi, 64)
+    work = process_backlog(cpu1.sd, cpu1.net, napi, 64)
     assert work == 36
     assert not napi.state & NAPI_STATE_SCHED
     assert cpu1.counters[C.PROCESSED] == 100
@@ -120,11 +123,11 @@ def test_flow_limit_uses_enqueuing_cpu_table():
     sets = ["net.core.netdev_max_backlog=200", "net.core.flow_limit_cpu_bitmap=1"]
     h = host(sets=sets)
     cpu0, cpu3 = h.cpus[0], h.cpus[3]
-    assert cpu0.flow_limit is not None and cpu3.flow_limit is None
+    assert cpu0.sd.flow_limit is not None and cpu3.sd.flow_limit is None
     elephant = h.frames(0, 400)
     elephant["hash"] = 0x12345678                     # one flow
     elephant["l4_hash"] = 1
-    acc, _ = enqueue_to_backlog(cpu0, elephant, h.backlogs[1])
+    acc, _ = enqueue_to_backlog(cpu0.sd, cpu0.net, elephant, h.backlogs[1])
     # 100 go in before the queue is half full; then the elephant fills its bucket of the
     # 128-packet history: 64 more pass, the 65th and every later one is limited.
     assert acc.sum() == 164
@@ -133,7 +136,7 @@ def test_flow_limit_uses_enqueuing_cpu_table():
     assert h.backlogs[1].dropped == 400 - acc.sum()   # all drops land on the target
     # The same from CPU 3, whose bit is clear: only the qlen test drops.
     h2 = host(sets=sets)
-    acc3, _ = enqueue_to_backlog(h2.cpus[3], elephant.copy(), h2.backlogs[1])
+    acc3, _ = enqueue_to_backlog(h2.cpus[3].sd, h2.cpus[3].net, elephant.copy(), h2.backlogs[1])
     assert acc3.sum() == 201
     assert h2.cpus[3].counters[C.FLOW_LIMIT_COUNT] == 0
 
@@ -141,9 +144,9 @@ def test_flow_limit_uses_enqueuing_cpu_table():
 def test_flow_limit_fast_path_matches_per_packet_rule():
     sets = ["net.core.netdev_max_backlog=1000", "net.core.flow_limit_cpu_bitmap=f"]
     h = host(sets=sets)
-    acc, _ = enqueue_to_backlog(h.cpus[0], h.frames(0, 300), h.backlogs[1])
+    acc, _ = enqueue_to_backlog(h.cpus[0].sd, h.cpus[0].net, h.frames(0, 300), h.backlogs[1])
     assert acc.all()                                   # below half full: never consulted
-    assert h.cpus[0].flow_limit.count == 0
+    assert h.cpus[0].sd.flow_limit.count == 0
     assert np.all(h.backlogs[1].ring.pop(300)["seq"] == np.arange(300))
 
 
@@ -156,7 +159,7 @@ def test_rfs_last_qtail_counts_in_the_slots_own_cpu():
     skbs = h.frames(0, 40)
     q = 0
     skbs["queue"] = q
-    hashes = cpu0.skb_get_hash(skbs)
+    hashes = skb_get_hash(skbs, cpu0.net.hash_seed)
     table = h.sock_table
     mask = 3                                       # rps_cpu_mask for 4 CPUs
     last = int(hashes[-1])
@@ -165,9 +168,9 @@ def test_rfs_last_qtail_counts_in_the_slots_own_cpu():
     # while CPU 2 (enqueued after CPU 1 when grouped by target) has the larger tails
     for hsh, want in ((last, 1), (other, 2)):
         table[hsh & (len(table) - 1)] = (hsh & ~mask) | want
-    enqueue_to_backlog(h.cpus[3], h.frames(0, 200), h.backlogs[2])   # CPU 2's tails start at 200
+    enqueue_to_backlog(h.cpus[3].sd, h.cpus[3].net, h.frames(0, 200), h.backlogs[2])   # CPU 2's tails start at 200
     before = {c: h.backlogs[c].tail for c in (1, 2)}
-    cpu0.netif_receive_skb_list(skbs, q)
+    netif_receive_skb_list(cpu0.sd, cpu0.net, skbs, q)
     ft = h.flow_tables[q]
     cur = int(ft["cpu"][0])
     assert cur in (1, 2)

@@ -10,7 +10,7 @@ path refused), with receive-buffer drops, NoPorts and jumbo frames.
 import numpy as np
 import pytest
 
-import cpus.kernel as kernel
+import cpus.driver as driver
 from cpus.driver import rx_clean, rx_clean_udp
 from emu.counters import C
 from emu.ring import Ring
@@ -30,10 +30,10 @@ def make(sources, sets=(), fast=True):
              sources=sources)
     h.read = {c: [] for c in range(2)}
     for c, cpu in enumerate(h.cpus):
-        cpu.on_read = lambda e, c=c: h.read[c].append(e.copy())
+        cpu.app.on_read = lambda e, c=c: h.read[c].append(e.copy())
         if not fast:
-            cpu.udp_fast = [False] * len(cpu.udp_fast)
-            cpu.rps_map_only = [False] * len(cpu.rps_map_only)
+            cpu.driver.udp_fast = [False] * len(cpu.driver.udp_fast)
+            cpu.driver.rps_map_only = [False] * len(cpu.driver.rps_map_only)
     return h
 
 
@@ -64,12 +64,12 @@ def same(a, b):
 def run_pair(sources, nbatches, per_batch, sets=(), corrupt=None, monkeypatch=None):
     calls = {"fast": 0}
     if monkeypatch is not None:
-        real = kernel.rx_clean_udp
+        real = driver.rx_clean_udp
 
         def counting(*args):
             calls["fast"] += 1
             return real(*args)
-        monkeypatch.setattr(kernel, "rx_clean_udp", counting)
+        monkeypatch.setattr(driver, "rx_clean_udp", counting)
     fast, slow = make(sources, sets), make(sources, sets, fast=False)
     for h in (fast, slow):
         batches = [np.concatenate([h.frames(i, per_batch, t0=k * 10**6)
@@ -117,7 +117,7 @@ def test_a_bad_checksum_falls_back_and_is_dropped_the_same_way():
 
 def test_rps_disables_the_fast_path_on_its_queue():
     h = make([UDP], ["sys.class.net.eth0.queues.rx-0.rps_cpus=3"])
-    assert h.cpus[0].udp_fast == [False, True]
+    assert h.cpus[0].driver.udp_fast == [False, True]
 
 
 def test_rx_clean_wraps_around_the_ring():
@@ -140,7 +140,7 @@ def test_rx_clean_udp_refuses_a_tcp_frame():
     ring.push(b)
     out = np.zeros((4, SKB.itemsize), dtype=np.uint8)
     ent = np.zeros((4, 24), dtype=np.uint8)
-    socks = h.cpus[0].socks
+    socks = h.cpus[0].net.socks
     ok, counts, _ = rx_clean_udp(ring.raw, 0, 4, out, socks.port_map, len(socks), ent)
     assert not ok
     assert np.array_equal(out.view(SKB).reshape(4), b)          # still copied for the slow path
@@ -154,9 +154,9 @@ def test_a_poll_budget_above_the_weight_grows_the_scratch(budget):
     cpu = h.cpus[0]
     b = h.frames(0, 300)
     h.dma(b[b["queue"] == 0])
-    n = cpu.napis[0]
+    n = cpu.driver.napis[0]
     n.state = 1                                       # scheduled, as napi_poll requires
-    work = cpu._driver_poll(n, budget)
+    work = cpu.driver.poll(n, budget)
     assert work == min(budget, int((b["queue"] == 0).sum()))
     assert cpu.counters[C.PROCESSED] == work
 
@@ -168,13 +168,13 @@ RPS = ["sys.class.net.eth0.queues.rx-0.rps_cpus=3", "sys.class.net.eth0.queues.r
 
 def counting_rps(monkeypatch):
     calls = {"taken": 0, "refused": 0}
-    real = kernel.rx_clean_rps
+    real = driver.rx_clean_rps
 
     def wrapper(*args):
         taken, counts = real(*args)
         calls["taken" if taken else "refused"] += 1
         return taken, counts
-    monkeypatch.setattr(kernel, "rx_clean_rps", wrapper)
+    monkeypatch.setattr(driver, "rx_clean_rps", wrapper)
     return calls
 
 
@@ -218,4 +218,4 @@ def test_rps_with_l3_nic_hashes_falls_back_to_the_software_hash_and_matches(monk
 def test_rfs_queues_keep_the_general_path():
     h = make([UDP], RPS + ["net.core.rps_sock_flow_entries=4096",
                            "sys.class.net.eth0.queues.rx-0.rps_flow_cnt=256"])
-    assert h.cpus[0].rps_map_only == [False, True]
+    assert h.cpus[0].driver.rps_map_only == [False, True]

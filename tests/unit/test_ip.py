@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cpus.ip import HDR_CSUM, HDR_ERR, HDR_OK, HDR_TRUNC, ip_rcv_deliver, parse
-from cpus.sock import SOCK_ENTRY, SocketTable, UdpSocket, socket_ring_capacity, truesize_of
+from cpus.sock import SocketTable, UdpSocket
+from emu.skb import SOCK_ENTRY, socket_ring_capacity, truesize_of
 from emu.counters import MAX_SOURCES, NR_DROP, SRC_DELIVERED0, C, Drop, cpu_block, src_drop
 from emu.ring import Ring
 from emu.skb import SKB

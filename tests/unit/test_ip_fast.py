@@ -13,8 +13,8 @@ import pytest
 
 import cpus.ip as ip
 from cpus.ip import HDR_CSUM, HDR_ERR, HDR_OK, HDR_TRUNC, ip_rcv_deliver, parse
-from cpus.sock import (SOCK_ENTRY, SocketTable, UdpSocket, admit,
-                       socket_ring_capacity, truesize_of)
+from cpus.sock import SocketTable, UdpSocket, admit
+from emu.skb import SOCK_ENTRY, socket_ring_capacity, truesize_of
 from cpus.ip import (_IP_IN_CSUM_ERRORS, _IP_IN_TRUNCATED, IPPROTO_TCP, IPPROTO_UDP,
                      DeliverResult)
 from emu.counters import MAX_SOURCES, SRC_DELIVERED0, SRC_DROP0, C, Drop, count_per_source, cpu_block

@@ -10,7 +10,7 @@ CORE = [
     "cpus/napi.py", "cpus/softnet.py", "cpus/softirq.py", "cpus/netrx.py", "cpus/sched.py",
     "cpus/backlog.py", "cpus/kernel.py", "cpus/rps.py", "cpus/flow_limit.py", "cpus/gro.py",
     "cpus/ip.py", "cpus/sock.py",
-    "nic/rss.py", "nic/frames.py", "nic/traffic.py", "nic/coalesce.py", "nic/affinity.py",
+    "nic/rss.py", "nic/frames.py", "nic/traffic.py", "nic/coalesce.py", "emu/affinity.py",
     "emu/clock.py", "emu/ring.py", "emu/skb.py", "emu/counters.py", "emu/config.py",
     "emu/cpumask.py", "emu/procfs.py", "emu/report.py",
 ]

@@ -6,8 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from cpus.sock import (INT_MAX, SOCK_ENTRY, SocketTable, UdpSocket, admit, record_flow,
-                       release_plan, rps_cpu_mask, socket_ring_capacity, truesize_of)
+from cpus.sock import (SocketTable, UdpSocket, admit, record_flow, release_plan,
+                       rps_cpu_mask)
+from emu.skb import INT_MAX, SOCK_ENTRY, socket_ring_capacity, truesize_of
 from emu.counters import SRC_DELIVERED0, C, cpu_block
 from emu.ring import Ring
 

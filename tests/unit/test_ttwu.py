@@ -8,6 +8,7 @@ from collections import deque
 
 import numpy as np
 
+from cpus.dev import netif_receive_skb
 from emu.counters import C
 
 from .harness import Host
@@ -31,68 +32,68 @@ def on_rq(h, c):
 def test_initially_asleep_and_not_on_runqueue():
     h = host()
     for c in range(2):
-        assert not h.cpus[c].user.runnable
+        assert not h.cpus[c].tasks.user.runnable
         assert on_rq(h, c) == 0
 
 
 def test_remote_delivery_to_a_sleeping_reader_sends_one_resched_ipi():
     h = host()
     cpu0, cpu1 = h.cpus
-    cpu0.deliver(h.frames(0, 10))
+    netif_receive_skb(cpu0.sd, cpu0.net, h.frames(0, 10))
     assert len(h.sockets[P9001].ring) == 10
     assert list(h.inbox[1]) == [("res", 0)]
     assert not h.inbox[0]
-    assert on_rq(h, 0) == 0 and not cpu0.user.runnable     # the producer's own task: untouched
+    assert on_rq(h, 0) == 0 and not cpu0.tasks.user.runnable     # the producer's own task: untouched
     # the queue is no longer empty: more datagrams wake nobody again
-    cpu0.deliver(h.frames(0, 5))
+    netif_receive_skb(cpu0.sd, cpu0.net, h.frames(0, 5))
     assert len(h.sockets[P9001].ring) == 15
     assert list(h.inbox[1]) == [("res", 0)]
     # the target takes the IPI: counted in RES there, its task runnable and on the runqueue
     assert h.counters[1][C.RES] == 0
-    cpu1.irq_point()
+    cpu1.sd.irq_point()
     assert h.counters[1][C.RES] == 1 and h.counters[0][C.RES] == 0
-    assert cpu1.user.runnable and on_rq(h, 1) == 1
+    assert cpu1.tasks.user.runnable and on_rq(h, 1) == 1
     assert not h.inbox[1]
 
 
 def test_remote_delivery_to_a_runnable_reader_sends_no_ipi():
     h = host()
     cpu0, cpu1 = h.cpus
-    cpu1.wake_user()
-    assert on_rq(h, 1) == 1 and cpu1.user.runnable
-    cpu0.deliver(h.frames(0, 10))
+    cpu1.tasks.wake_user()
+    assert on_rq(h, 1) == 1 and cpu1.tasks.user.runnable
+    netif_receive_skb(cpu0.sd, cpu0.net, h.frames(0, 10))
     assert len(h.sockets[P9001].ring) == 10                # delivered all the same
     assert h.inbox[1] == deque()
-    cpu1.irq_point()
+    cpu1.sd.irq_point()
     assert h.counters[1][C.RES] == 0
 
 
 def test_without_remote_counters_every_remote_wakeup_sends_the_ipi():
     h = host()
     cpu0, cpu1 = h.cpus
-    cpu1.wake_user()
-    cpu0.cpu_counters = None                                 # USER_ON_RQ unknown
-    cpu0.deliver(h.frames(0, 3))
+    cpu1.tasks.wake_user()
+    cpu0.tasks.cpu_counters = None                                 # USER_ON_RQ unknown
+    netif_receive_skb(cpu0.sd, cpu0.net, h.frames(0, 3))
     assert list(h.inbox[1]) == [("res", 0)]
 
 
 def test_local_reader_is_woken_directly():
     h = host(sources=[TO_CPU0])
     cpu0 = h.cpus[0]
-    cpu0.deliver(h.frames(0, 4))
+    netif_receive_skb(cpu0.sd, cpu0.net, h.frames(0, 4))
     assert len(h.sockets[P9000].ring) == 4
-    assert cpu0.user.runnable and on_rq(h, 0) == 1
+    assert cpu0.tasks.user.runnable and on_rq(h, 0) == 1
     assert not h.inbox[0] and not h.inbox[1]
 
 
 def test_two_sockets_of_one_sleeping_reader_both_filled_wake_it():
     both = dict(TO_CPU1, dst_ports=[9001, 9003])
     h = host(sources=[both])
-    h.cpus[0].deliver(h.frames(0, 8))
+    netif_receive_skb(h.cpus[0].sd, h.cpus[0].net, h.frames(0, 8))
     assert len(h.sockets[P9001].ring) == 4 and len(h.sockets[P9003].ring) == 4
     assert h.inbox[1] and set(h.inbox[1]) == {("res", 0)}
-    h.cpus[1].irq_point()
-    assert h.counters[1][C.RES] >= 1 and on_rq(h, 1) == 1 and h.cpus[1].user.runnable
+    h.cpus[1].sd.irq_point()
+    assert h.counters[1][C.RES] >= 1 and on_rq(h, 1) == 1 and h.cpus[1].tasks.user.runnable
     h.run(1)
     assert h.counters[1][C.USER_DATAGRAMS] == 8 and on_rq(h, 1) == 0
 
@@ -100,7 +101,7 @@ def test_two_sockets_of_one_sleeping_reader_both_filled_wake_it():
 def test_one_sleeping_reader_gets_one_ipi_even_when_two_of_its_sockets_fill():
     both = dict(TO_CPU1, dst_ports=[9001, 9003])
     h = host(sources=[both])
-    h.cpus[0].deliver(h.frames(0, 8))
+    netif_receive_skb(h.cpus[0].sd, h.cpus[0].net, h.frames(0, 8))
     assert list(h.inbox[1]) == [("res", 0)]
 
 
@@ -109,28 +110,28 @@ def test_one_sleeping_reader_gets_one_ipi_even_when_two_of_its_sockets_fill():
 def test_sleep_user_with_empty_sockets_sleeps():
     h = host()
     cpu1 = h.cpus[1]
-    cpu1.wake_user()
-    cpu1.sleep_user()
-    assert not cpu1.user.runnable and on_rq(h, 1) == 0
+    cpu1.tasks.wake_user()
+    cpu1.tasks.sleep_user()
+    assert not cpu1.tasks.user.runnable and on_rq(h, 1) == 0
 
 
 def test_sleep_user_keeps_the_task_runnable_when_its_socket_is_not_empty():
     h = host()
     cpu0, cpu1 = h.cpus
-    cpu1.wake_user()
-    cpu0.deliver(h.frames(0, 3))
+    cpu1.tasks.wake_user()
+    netif_receive_skb(cpu0.sd, cpu0.net, h.frames(0, 3))
     assert not h.inbox[1]
-    cpu1.sleep_user()
-    assert cpu1.user.runnable and on_rq(h, 1) == 1
+    cpu1.tasks.sleep_user()
+    assert cpu1.tasks.user.runnable and on_rq(h, 1) == 1
 
 
 def test_sleep_user_ignores_sockets_read_elsewhere():
     h = host(sources=[TO_CPU0])
     cpu0, cpu1 = h.cpus
-    cpu0.deliver(h.frames(0, 3))                             # port 9000: read on CPU 0
-    cpu1.wake_user()
-    cpu1.sleep_user()
-    assert not cpu1.user.runnable and on_rq(h, 1) == 0
+    netif_receive_skb(cpu0.sd, cpu0.net, h.frames(0, 3))                             # port 9000: read on CPU 0
+    cpu1.tasks.wake_user()
+    cpu1.tasks.sleep_user()
+    assert not cpu1.tasks.user.runnable and on_rq(h, 1) == 0
     assert len(h.sockets[P9000].ring) == 3
 
 
@@ -159,12 +160,12 @@ def test_sleep_user_clears_on_rq_then_takes_and_drops_each_of_its_socket_locks()
     log = []
     for s in h.sockets:
         s.lock = _Recorder(s.port, s.lock, h, log)
-    cpu1.wake_user()
-    cpu1.sleep_user()
+    cpu1.tasks.wake_user()
+    cpu1.tasks.sleep_user()
     # only CPU 1's sockets, each taken then dropped, all after USER_ON_RQ was cleared
     assert log == [("acquire", 9001, 0), ("release", 9001, 0),
                    ("acquire", 9003, 0), ("release", 9003, 0)]
-    assert not cpu1.user.runnable
+    assert not cpu1.tasks.user.runnable
     assert all(not s.lock.lock.locked() for s in h.sockets)
 
 
@@ -176,16 +177,16 @@ def test_datagram_queued_during_the_sleep_barrier_is_not_lost():
     cpu0, cpu1 = h.cpus
     log = []
     s = h.sockets[P9001]
-    s.lock = _Recorder(9001, s.lock, h, log, hook=lambda: cpu0.deliver(h.frames(0, 2)))
-    cpu1.wake_user()
-    cpu1.sleep_user()
+    s.lock = _Recorder(9001, s.lock, h, log, hook=lambda: netif_receive_skb(cpu0.sd, cpu0.net, h.frames(0, 2)))
+    cpu1.tasks.wake_user()
+    cpu1.tasks.sleep_user()
     assert len(s.ring) == 2
-    assert cpu1.user.runnable and on_rq(h, 1) == 1
+    assert cpu1.tasks.user.runnable and on_rq(h, 1) == 1
     assert list(h.inbox[1]) == [("res", 0)]
     # the producer's enqueue (under the same lock) came before the reader's barrier
     assert [e[0] for e in log] == ["acquire", "release", "acquire", "release"]
-    cpu1.irq_point()
-    assert h.counters[1][C.RES] == 1 and cpu1.user.runnable
+    cpu1.sd.irq_point()
+    assert h.counters[1][C.RES] == 1 and cpu1.tasks.user.runnable
 
 
 # -- the whole path: NIC ring, hardirq and NAPI on CPU 0, the reader on CPU 1 ---------------
@@ -209,7 +210,7 @@ def test_full_path_sleeping_reader_gets_one_ipi_and_reads_everything():
     assert h.counters[1][C.RES] == 1
     assert h.counters[1][C.USER_DATAGRAMS] == 40
     assert len(h.sockets[P9001].ring) == 0
-    assert not cpu1.user.runnable and on_rq(h, 1) == 0       # read all, back to sleep
+    assert not cpu1.tasks.user.runnable and on_rq(h, 1) == 0       # read all, back to sleep
     # asleep again: the next burst wakes it again
     _receive_on_cpu0(h, 10)
     assert list(h.inbox[1]) == [("res", 0)]
@@ -220,10 +221,10 @@ def test_full_path_sleeping_reader_gets_one_ipi_and_reads_everything():
 def test_full_path_runnable_reader_gets_no_ipi_and_still_reads():
     h = host(sources=[TO_CPU1])
     cpu1 = h.cpus[1]
-    cpu1.wake_user()
+    cpu1.tasks.wake_user()
     _receive_on_cpu0(h, 40)
     assert not h.inbox[1]
     h.run(1)
     assert h.counters[1][C.RES] == 0
     assert h.counters[1][C.USER_DATAGRAMS] == 40
-    assert not cpu1.user.runnable and on_rq(h, 1) == 0
+    assert not cpu1.tasks.user.runnable and on_rq(h, 1) == 0

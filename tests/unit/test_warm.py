@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cpus import driver, gro, ip, sock
-from cpus.kernel import warm as cpu_warm
+from emu.jit import warm_all as cpu_warm
 from emu.config import resolve
 from emu.counters import nic_block
 from emu.ring import Ring

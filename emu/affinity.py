@@ -12,7 +12,7 @@ every CPU starts with the same number of free vectors.
 
 from __future__ import annotations
 
-from emu.cpumask import cpus_of
+from .cpumask import cpus_of
 
 
 def _best_cpu(mask: int, online_mask: int, free: list[int]) -> int:

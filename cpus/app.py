@@ -1,0 +1,76 @@
+"""The user task's program: an application reading its UDP sockets on one CPU.
+
+Not kernel code: the process the kernel schedules. Each turn it calls recvmsg on each of its
+sockets, a chunk at a time, doing the application's own work per datagram (charged as user
+time; the system call is system time), until it has read recv_batch datagrams, its sockets
+are empty, or the scheduler wants the CPU back. Between chunks interrupts are enabled
+(irq_point): a hard interrupt waits at most one chunk, SAFE_POINT_NS of emulated time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from emu.clock import SYSTEM, USER, CpuTime
+
+from .params import Costs
+from .sock import UdpSocket
+
+# Hard interrupts wait for a safe point; the user task reaches one at least this often in
+# emulated time (8 datagrams at the default recvmsg + app costs). A read is one batch of
+# numpy work, so with zero costs the whole recv_batch is one read.
+SAFE_POINT_NS = 12_000
+
+
+def _noop() -> None:
+    return None
+
+
+class App:
+    def __init__(self, cpu: int, sockets: list[UdpSocket], time: CpuTime, counters: np.ndarray,
+                 costs: Costs, recv_batch: int, sock_table: np.ndarray | None, ncpus: int):
+        self.cpu = cpu
+        self.sockets = sockets
+        self.time = time
+        self.counters = counters
+        self.costs = costs
+        self.recv_batch = recv_batch
+        self.sock_table = sock_table
+        self.ncpus = ncpus
+        self.irq_point: Callable[[], None] = _noop
+        self.on_read: Callable[[np.ndarray], None] | None = None   # sees what was read
+
+    def queued(self) -> bool:
+        return any(len(s.ring) for s in self.sockets)
+
+    def run(self, tasks) -> int:
+        """One turn of the task; returns the datagrams still queued on its sockets."""
+        time = self.time
+        left = self.recv_batch
+        per = self.costs.recvmsg + self.costs.app
+        chunk = max(1, SAFE_POINT_NS // per) if per else left
+        remaining_total = 0
+        sched = tasks.sched
+        for s in self.sockets:
+            while left > 0:
+                time.ctx = SYSTEM
+                entries, remaining = s.recvmsg(min(chunk, left), self.cpu, self.counters,
+                                               self.sock_table, self.ncpus)
+                k = len(entries)
+                if k:
+                    if self.on_read is not None:
+                        self.on_read(entries)
+                    time.charge(k * self.costs.recvmsg)
+                    time.ctx = USER
+                    time.charge(k * self.costs.app)
+                    left -= k
+                self.irq_point()
+                if sched.need_resched or remaining == 0:
+                    break
+            remaining_total += len(s.ring)
+            if sched.need_resched:
+                break
+        time.ctx = SYSTEM
+        return remaining_total
