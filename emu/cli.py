@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     except Interrupted as e:
-        return e.exit_status             # stopped while preparing: nothing ran, nothing to say
+        print(f"emu: {signal.Signals(e.signum).name} while preparing the run: stopped; nothing "
+              f"ran and nothing was left behind", file=sys.stderr)
+        return e.exit_status
     except EmuError as e:
         if debug:
             traceback.print_exc()

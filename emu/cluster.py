@@ -17,11 +17,14 @@ names the child furthest behind and its step.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.machinery
 import json
 import multiprocessing as mp
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,17 +52,34 @@ STOP_TIMEOUT = 10.0
 LADDER_WAIT = 3.0
 PROGRESS_EVERY = 2.0
 
-_FORKSERVER = None
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _context():
-    """The fork server context, preloading the children's code and kernels once."""
-    global _FORKSERVER
-    if _FORKSERVER is None:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["emu.preload"])
-        _FORKSERVER = ctx
-    return _FORKSERVER
+def _fork_server() -> tuple:
+    """The fork server context (preloading the children's code and kernels once) and the
+    server's pid, starting it if it is not running.
+
+    It is started with this process's own copy of the code first on its path and without
+    the current directory: run from a source checkout of an installed copy, `python -c`
+    would otherwise import the checkout, a different digest of the sources whose kernels are
+    not compiled (found on a fresh clone: a second, silent compile inside the start).
+    """
+    from multiprocessing import forkserver
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["emu.preload"])
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    try:
+        os.environ["PYTHONSAFEPATH"] = "1"
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, saved["PYTHONPATH"]) if p)
+        forkserver.ensure_running()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return ctx, forkserver._forkserver._forkserver_pid
 
 
 def describe_status(code: int | None) -> str:
@@ -123,6 +143,8 @@ class Cluster:
         self.started = False
         self.closed = False
         self._spawner: threading.Thread | None = None
+        self._ctx = None
+        self._server_pid: int | None = None
         self._spawn_error: BaseException | None = None
         self._abort_spawn = False
         self.effective_cpu = list(cfg.effective_cpu)
@@ -155,6 +177,7 @@ class Cluster:
         t_load = time.monotonic()
         for ch in self.children.values():
             ch.since = t_load
+        self._ctx, self._server_pid = _fork_server()
         self._spawner = threading.Thread(target=self._spawn_all, args=(cfg_dict,),
                                          name="emu-spawn", daemon=True)
         self._spawner.start()
@@ -171,7 +194,7 @@ class Cluster:
         self._write_manifest("running")
 
     def _spawn_all(self, cfg_dict: dict) -> None:
-        ctx = _context()
+        ctx = self._ctx
         me = os.getpid()
         try:
             for ch in self.children.values():
@@ -180,7 +203,8 @@ class Cluster:
                 from .child import entry
                 p = ctx.Process(target=entry, name=f"emu-{ch.role}", daemon=True,
                                 args=(ch.kind, ch.index, cfg_dict, self.run_id, self.shm_name, me))
-                p.start()
+                with _main_not_imported():
+                    p.start()
                 ch.proc = p
                 try:
                     ch.create_time = psutil.Process(p.pid).create_time()
@@ -302,7 +326,15 @@ class Cluster:
         try:
             self._abort_spawn = True
             if self._spawner is not None:
-                self._spawner.join(60)
+                self._spawner.join(1.0)
+                if self._spawner.is_alive() and self._server_pid:
+                    # Stopped while the fork server still loads: end it rather than wait
+                    # (multiprocessing starts a new one when it is next needed).
+                    try:
+                        os.kill(self._server_pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self._spawner.join(30)
             procs = [ch.proc for ch in self.children.values() if ch.proc is not None]
             for role, ch in self.children.items():
                 if ch.proc is not None and ch.proc.is_alive() and self.ctl is not None:
@@ -331,7 +363,10 @@ class Cluster:
             if self.ctx is not None:
                 self.ctx.term()
             if self.rundir.fd >= 0:
-                self._write_manifest("closed")
+                if self.started:
+                    self._write_manifest("closed")
+                else:
+                    self.rundir.discard()     # nothing ran: leave nothing of it behind
             self.rundir.release()
 
     def __enter__(self) -> "Cluster":
@@ -416,6 +451,30 @@ class Cluster:
         with open(tmp, "w") as f:
             json.dump(manifest, f, indent=2)
         os.replace(tmp, path)
+
+
+_MAIN_SPEC = importlib.machinery.ModuleSpec("__main__", None)
+
+
+@contextlib.contextmanager
+def _main_not_imported():
+    """Start a child without making it import this process's main module.
+
+    multiprocessing has a new child import the parent's __main__ (a script is run again,
+    as __mp_main__), which a script without an `if __name__ == "__main__":` guard turns
+    into a second cluster. The children's code is all importable, so the main module is
+    named as one that prepare() skips. Only the pickled preparation data sees the name.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = getattr(main, "__spec__", None)
+    main.__spec__ = _MAIN_SPEC
+    try:
+        yield
+    finally:
+        main.__spec__ = saved
 
 
 def _create_time(pid: int) -> float:

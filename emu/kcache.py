@@ -158,7 +158,7 @@ def _run_worker(directory: Path, say: Progress, stop: Callable[[], int], timeout
     os.set_blocking(proc.stdout.fileno(), False)
     buf = b""
     err = b""
-    state = [0, 0]                  # kernels done, total
+    state = _Progress(t0)
     last = time.monotonic()
     try:
         while True:
@@ -174,14 +174,14 @@ def _run_worker(directory: Path, say: Progress, stop: Callable[[], int], timeout
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
-                    if _parse(line, state):
-                        _report(state, t0, say)
+                    if state.update(line):
+                        say(state.line())
                         last = time.monotonic()
             elif proc.poll() is not None:
                 break
             else:
                 if now - last >= HEARTBEAT_S:     # a kernel can take seconds: keep talking
-                    _report(state, t0, say)
+                    say(state.line())
                     last = now
                 time.sleep(0.05)
         err = proc.stderr.read() or b""
@@ -205,27 +205,46 @@ def _read_some(f) -> bytes:
         return b""
 
 
-def _parse(line: bytes, state: list) -> bool:
-    try:
-        msg = json.loads(line)
-        state[0], state[1] = int(msg["done"]), int(msg["total"])
+class _Progress:
+    """Kernels compiled so far, and an estimate of the time left from their pace.
+
+    The first kernel also pays for loading the compiler, so the pace is taken from the
+    kernels after it, once there are two; the estimate then counts down between kernels
+    instead of growing while one takes long.
+    """
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+        self.done = self.total = 0
+        self.t_first = 0.0
+        self.eta = 0.0
+
+    def update(self, line: bytes) -> bool:
+        """Take one line of the worker; True if a new kernel was done."""
+        try:
+            msg = json.loads(line)
+            done, total = int(msg["done"]), int(msg["total"])
+        except (ValueError, KeyError, TypeError):
+            return False
+        if done == self.done and total == self.total:
+            return False
+        now = time.monotonic()
+        self.done, self.total = done, total
+        if done == 1:
+            self.t_first = now
+        elif done > 1:
+            self.eta = now + (now - self.t_first) / (done - 1) * (total - done)
         return True
-    except (ValueError, KeyError, TypeError):
-        return False
 
-
-def _report(state: list, t0: float, say: Progress) -> None:
-    done, total = state
-    elapsed = time.monotonic() - t0
-    if not total:
-        say(f"compiling the receive-path kernels once after install: loading the compiler, "
-            f"{elapsed:.0f} s")
-        return
-    left = ""
-    if 0 < done < total:
-        left = f", ~{max(1.0, elapsed / done * (total - done)):.0f} s left"
-    say(f"compiling the receive-path kernels once after install: {done}/{total}, "
-        f"{elapsed:.0f} s{left}")
+    def line(self) -> str:
+        now = time.monotonic()
+        head = "compiling the receive-path kernels once after install"
+        if not self.total:
+            return f"{head}: loading the compiler, {now - self.t0:.0f} s"
+        left = ""
+        if self.done > 1 and self.done < self.total:
+            left = f", ~{max(1.0, self.eta - now):.0f} s left"
+        return f"{head}: {self.done}/{self.total}, {now - self.t0:.0f} s{left}"
 
 
 def _remove_partial(directory: Path) -> None:

@@ -24,7 +24,7 @@ import signal
 import psutil
 
 from .errors import ConfigError
-from .shm import unlink_by_name
+from .shm import SHM_DIR, unlink_by_name
 
 RUN_ID = re.compile(r"[0-9a-f]{8}")
 ROLE = re.compile(r"nic|cpu[0-9]{1,2}")
@@ -121,18 +121,22 @@ def clean(m: dict, wait: float = 3.0) -> list[str]:
         raise ConfigError(f"run {m['run_id']} is still running (orchestrator pid "
                           f"{m['orchestrator']['pid']}); stop it with Ctrl-C or "
                           f"`kill -TERM {m['orchestrator']['pid']}` and it cleans up itself")
-    lines = []
     procs = []
     for role, entry in sorted(m["pids"].items()):
         p = _same_process(entry, entry["title"])
-        if p is None:
-            lines.append(f"{role}: pid {entry['pid']} is not running (or is no longer ours)")
-            continue
+        if p is not None:
+            procs.append((role, p))
+    segments = [n for n in m["shm"] if os.path.exists(os.path.join(SHM_DIR, n))]
+    if not procs and not segments:
+        return [f"nothing to clean: run {m['run_id']}'s processes have all exited and it "
+                f"left no shared memory"]
+    lines = []
+    for role, p in list(procs):
         try:
             p.send_signal(signal.SIGTERM)
-            procs.append((role, p))
         except psutil.NoSuchProcess:
-            lines.append(f"{role}: pid {entry['pid']} is not running")
+            procs.remove((role, p))
+            lines.append(f"{role}: pid {p.pid} had exited")
     gone, alive = psutil.wait_procs([p for _, p in procs], timeout=wait)
     for p in alive:
         try:
@@ -144,9 +148,7 @@ def clean(m: dict, wait: float = 3.0) -> list[str]:
     for role, p in procs:
         how = "killed (SIGKILL)" if p in alive else "stopped (SIGTERM)"
         lines.append(f"{role}: pid {p.pid} {how}")
-    for name in m["shm"]:
+    for name in segments:
         if unlink_by_name(name):
-            lines.append(f"shared memory /dev/shm/{name} removed")
-        else:
-            lines.append(f"shared memory /dev/shm/{name} was already gone")
+            lines.append(f"shared memory {SHM_DIR}/{name} removed")
     return lines

@@ -93,11 +93,13 @@ class RunDir:
     def __init__(self, path: str):
         self.path = check(path)
         self.fd = -1
+        self.created = False
 
     def claim(self) -> None:
         """Create, lock and clear the directory; ConfigError if a live run holds it."""
         if os.path.isdir(self.path) and not _ours(self.path):
             check(self.path)                      # raises: not empty, not a run's
+        self.created = not os.path.exists(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
             fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
@@ -128,6 +130,19 @@ class RunDir:
         for name in os.listdir(self.path):
             if name.startswith("seqs-cpu") and name.endswith(".npy"):
                 os.unlink(os.path.join(self.path, name))
+
+    def discard(self) -> None:
+        """For a run that never started: remove what it wrote, the directory if it made it."""
+        self._clear()
+        try:
+            os.unlink(os.path.join(self.path, LOCK))
+        except FileNotFoundError:
+            pass
+        if self.created:
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass                          # somebody put something there meanwhile
 
     def release(self) -> None:
         if self.fd >= 0:

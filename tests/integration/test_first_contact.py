@@ -7,6 +7,7 @@ the one the README states.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,3 +136,53 @@ def test_ctrl_c_during_the_compile_ends_at_once_leaving_nothing(tmp_path, cold_c
     assert not list(cache.rglob("complete")), "an interrupted compile marked the cache complete"
     assert not os.path.exists(run_dir), "the run directory was created before the compile ended"
     assert not any("Traceback" in ln for _, ln in lines), lines
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_the_processes_start_ends_at_once_leaving_nothing(tmp_path):
+    run_dir = str(tmp_path / "run")
+    p, t, lines = _start(["--duration", "30"], dict(os.environ), run_dir)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any("starting" in ln for _, ln in lines):
+            time.sleep(0.01)
+        assert any("starting" in ln for _, ln in lines), lines
+        kids = psutil.Process(p.pid).children(recursive=True)
+        t_int = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)
+        p.wait(60)
+        took = time.monotonic() - t_int
+    finally:
+        _stop(p, t)
+    assert p.returncode == 130, lines
+    assert took < 5.0, f"took {took:.1f} s to stop"
+    assert "SIGINT while preparing the run" in lines[-1][1], lines
+    assert not os.path.exists(run_dir), os.listdir(run_dir)
+    for k in kids:
+        assert not psutil.pid_exists(k.pid) or k.status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.timeout(180)
+def test_the_children_run_this_copy_of_the_code_whatever_the_current_directory(tmp_path):
+    """The command started from a directory holding another copy of the packages (a source
+    checkout next to an installed copy): the fork server must import the orchestrator's
+    copy, not the one in the current directory."""
+    other = tmp_path / "checkout"
+    marker = tmp_path / "imported-the-other-copy"
+    for pkg in ("emu", "cpus", "nic"):
+        shutil.copytree(os.path.join(ROOT, pkg), other / pkg,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "emu" / "__init__.py", "a") as f:
+        f.write(f"\nopen({str(marker)!r}, 'w').close()\n")
+    launcher = tmp_path / "bin" / "emu-launcher.py"       # like a console script: not in cwd
+    launcher.parent.mkdir()
+    launcher.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n"
+                        "from emu.cli import main\nsys.exit(main())\n")
+    run_dir = str(tmp_path / "run")
+    r = subprocess.run([sys.executable, str(launcher), "run", "--duration", "1", "--no-progress",
+                        "--run-dir", run_dir], capture_output=True, text=True, cwd=str(other),
+                       timeout=150)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists(), "a child imported the copy in the current directory"
+    assert report(run_dir)["conservation"]["unaccounted"] == 0
+
