@@ -72,7 +72,7 @@ def netif_receive_skb(sd: SoftnetData, net: Net, skbs: np.ndarray) -> None:
 
 
 def netif_receive_udp_entries(sd: SoftnetData, net: Net, raw: np.ndarray, entries: np.ndarray,
-                              counts: np.ndarray, small: bool) -> None:
+                              counts: np.ndarray) -> None:
     """netif_receive_skb for a batch the driver found all valid IPv4/UDP, its socket entries
     already built (cpus.driver.rx_clean_udp): no ptype, ip_rcv_core or UDP length drop can
     happen, so only the counters and the socket enqueue remain."""
@@ -82,7 +82,7 @@ def netif_receive_udp_entries(sd: SoftnetData, net: Net, raw: np.ndarray, entrie
     res = DeliverResult()
     res.ip = res.udp = n
     ip_rcv_ok_counts(raw, counters, n)
-    queue_entries(entries, counts, small, counters, net.socks, res)
+    queue_entries(entries, counts, counters, net.socks, res)
     sd.time.charge(n * (net.costs.netif_receive + net.costs.udp_rcv))
     _wake_readers(sd, res)
 

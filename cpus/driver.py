@@ -21,12 +21,14 @@ import numpy as np
 from emu.counters import C
 from emu.jit import kernel
 from emu.ring import CONS, PROD, RX_IRQ_MASKED, RX_NAPI_STATE, USER0, Ring
+from emu.ringcopy import ring_read
 from emu.skb import SKB, SOCK_ENTRY
 
 from .dev import netif_receive_skb_list, netif_receive_steered, netif_receive_udp_entries
 from .gro import _any_tcp, gro_receive_batch
 from .ip import _sock_entries, _udp4_ok
 from .napi import Napi, napi_complete_done
+from .rps import rps_map_cpu
 from .net import Net
 from .softnet import SoftnetData
 
@@ -43,17 +45,12 @@ _SW_HASH = SKB.fields["sw_hash"][1]
 @kernel
 def rx_clean(ring_raw, cons, n, out) -> None:
     """Copy the n descriptors from slot index cons on (raw ring rows) into out[:n]."""
-    cap = ring_raw.shape[0]
-    start = cons & (cap - 1)
-    first = min(n, cap - start)
-    out[:first] = ring_raw[start:start + first]       # at most two block copies
-    if first < n:
-        out[first:n] = ring_raw[:n - first]
+    ring_read(ring_raw, cons, n, out)
 
 
 @kernel
 def rx_clean_udp(ring_raw, cons, n, out, port_map, nsock, ent_out):
-    """rx_clean, then: (all valid UDP, entries per group, every skb no longer than RX_BUF).
+    """rx_clean, then: (all valid UDP, entries per group).
 
     When the first is True, ent_out[:n] holds the socket entries grouped as _sock_entries
     groups them (no socket first, then socket 0, 1, ...) and the counts are per group.
@@ -61,10 +58,8 @@ def rx_clean_udp(ring_raw, cons, n, out, port_map, nsock, ent_out):
     rx_clean(ring_raw, cons, n, out)
     raw = out[:n]
     if not _udp4_ok(raw):
-        return False, np.zeros(nsock + 1, dtype=np.int64), False
-    counts, small = _sock_entries(raw, np.empty(0, dtype=np.int64), port_map, nsock,
-                                  ent_out[:n])
-    return True, counts, small
+        return False, np.zeros(nsock + 1, dtype=np.int64)
+    return True, _sock_entries(raw, np.empty(0, dtype=np.int64), port_map, nsock, ent_out[:n])
 
 
 @kernel
@@ -85,18 +80,13 @@ def rx_clean_rps(ring_raw, cons, n, out, rps_map, ncpus, gro, grouped):
     if gro and _any_tcp(raw):
         return False, counts
     group = np.empty(n, dtype=np.int64)
-    mlen = np.int64(rps_map.shape[0])
     for i in range(n):
         r = raw[i]
         if r[_L4_HASH] == 0 and r[_SW_HASH] == 0:
             return False, np.zeros(ncpus + 1, dtype=np.int64)
         h = (np.int64(r[_HASH]) | (np.int64(r[_HASH + 1]) << 8) | (np.int64(r[_HASH + 2]) << 16)
              | (np.int64(r[_HASH + 3]) << 24))
-        g = 0
-        if h != 0:
-            pick = rps_map[(h * mlen) >> 32]
-            if pick < ncpus:
-                g = pick + 1
+        g = rps_map_cpu(h, rps_map, ncpus) + 1          # 0: this CPU's own stack
         group[i] = g
         counts[g] += 1
     at = np.zeros(ncpus + 1, dtype=np.int64)
@@ -170,7 +160,7 @@ class RxDriver:
             gro = net.knobs.gro
             steered = udp = False
             if self.udp_fast[q]:
-                udp, counts, small = rx_clean_udp(ring.raw, cons, work, self._skb_raw,
+                udp, counts = rx_clean_udp(ring.raw, cons, work, self._skb_raw,
                                                   net.socks.port_map, len(net.socks),
                                                   self._ent_raw)
             elif self.rps_map_only[q]:
@@ -190,7 +180,7 @@ class RxDriver:
                     netif_receive_steered(sd, net, self._grp_buf, counts)
                 else:
                     netif_receive_udp_entries(sd, net, self._skb_raw[:work],
-                                              self._ent_buf[:work], counts, small)
+                                              self._ent_buf[:work], counts)
             else:
                 skbs = self._skb_buf[:work].copy()
                 if gro:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from emu.counters import C, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0
+from emu.inet import ip_csum_ok_rows, ip_send_check_rows
 from emu.jit import kernel
 from emu.skb import HEAD
 
@@ -78,23 +79,11 @@ def _be32(head: np.ndarray, off: int) -> np.ndarray:
 
 
 def ipv4_csum_ok(head: np.ndarray) -> np.ndarray:
-    """ip_fast_csum(iph, 5) == 0 for a 20-byte header at offset 14 (vectorised)."""
-    w = np.ascontiguousarray(head[:, ETH_HLEN:ETH_HLEN + 20]).view(">u2").astype(np.int64)
-    s = w.sum(axis=1)
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    return s == 0xFFFF
-
-
-def _ipv4_csum_set(head: np.ndarray) -> None:
-    head[:, 24:26] = 0
-    w = np.ascontiguousarray(head[:, ETH_HLEN:ETH_HLEN + 20]).view(">u2").astype(np.int64)
-    s = w.sum(axis=1)
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    c = (~s) & 0xFFFF
-    head[:, 24] = c >> 8
-    head[:, 25] = c & 0xFF
+    """ip_fast_csum(iph, 5) == 0 for the 20-byte header at offset 14 of each head row."""
+    ok = np.empty(head.shape[0], dtype=np.bool_)
+    ip_csum_ok_rows(np.ascontiguousarray(head), ETH_HLEN,
+                    np.full(head.shape[0], 5, dtype=np.int64), ok)
+    return ok
 
 
 @kernel
@@ -318,7 +307,7 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
         oh[:, 16] = tl >> 8
         oh[:, 17] = tl & 0xFF
         oh[:, _TCP + 13] |= fin_psh[perm][ai].astype(np.uint8)
-        _ipv4_csum_set(oh)
+        ip_send_check_rows(oh, ETH_HLEN)
         out["head"][ai] = oh
     return out
 

@@ -41,10 +41,10 @@ from __future__ import annotations
 import numpy as np
 
 from emu.counters import MAX_SOURCES, NR_DROP, SRC_DELIVERED0, SRC_DROP0, C, Drop, count_per_source
+from emu.inet import ip_csum_ok_rows, ip_fast_csum
 from emu.jit import kernel
 
-from emu.skb import (BIG_STEP, RX_BUF, SKB_DATA_ALIGN_SHINFO, SKB_DATA_ALIGN_SKBUFF, SOCK_ENTRY,
-                     TRUESIZE_SMALL)
+from emu.skb import SOCK_ENTRY, truesize
 
 from .sock import SocketTable
 
@@ -70,17 +70,15 @@ def _be16(head: np.ndarray, off) -> np.ndarray:
 
 # One view of an SKB record (emu.skb.SKB: 32-byte descriptor, then the head bytes) with the
 # header fields at fixed offsets (L4 fields for a 20-byte IP header): each field is one
-# strided view, read without shifts. Native-order fields are only compared with constants
-# written in wire order, or summed (the ones' complement sum is byte-order independent).
+# strided view, read without shifts.
 _H = 32                                   # offset of "head" in an SKB record
 _SKB_SIZE = 160
 _HDR = np.dtype({
     "names": ["len", "eth_type", "vi", "tot_len", "protocol", "saddr", "daddr",
-              "sport", "dport", "ulen", "tcp_flags", "w12", "iph5", "iph15"],
-    "formats": ["<u4", ">u2", "u1", ">u2", "u1", ">u4", ">u4",
-                ">u2", ">u2", ">u2", "u1", ("<u4", (3,)), ("<u2", (10,)), ("<u2", (30,))],
+              "sport", "dport", "ulen", "tcp_flags"],
+    "formats": ["<u4", ">u2", "u1", ">u2", "u1", ">u4", ">u4", ">u2", ">u2", ">u2", "u1"],
     "offsets": [20, _H + 12, _H + 14, _H + 16, _H + 23, _H + 26, _H + 30,
-                _H + 34, _H + 36, _H + 38, _H + 47, _H + 12, _H + 14, _H + 14],
+                _H + 34, _H + 36, _H + 38, _H + 47],
     "itemsize": 160,
 })
 
@@ -101,11 +99,7 @@ def _udp4_ok(raw) -> bool:
         h = _H + ETH_HLEN
         if r[_H + 12] != 0x08 or r[_H + 13] != 0x00 or r[h] != 0x45 or r[h + 9] != IPPROTO_UDP:
             return False
-        acc = 0
-        for w in range(10):
-            acc += (np.int64(r[h + 2 * w]) << 8) | r[h + 2 * w + 1]
-        # ip_fast_csum == 0  <=>  the word sum is non-zero and 0 mod 0xFFFF
-        if acc == 0 or acc % 0xFFFF:
+        if ip_fast_csum(r, h, 5):
             return False
         skb_len = (np.int64(r[20]) | (np.int64(r[21]) << 8) | (np.int64(r[22]) << 16)
                    | (np.int64(r[23]) << 24))
@@ -169,15 +163,10 @@ def _parse_all(p: Parsed, skbs: np.ndarray, v: np.ndarray) -> None:
     p.daddr = v["daddr"].astype(np.uint32)
     p.ip_len = v["len"].astype(np.int64) - ETH_HLEN      # skb->len after eth_type_trans
 
-    # ip_fast_csum over ihl 32-bit words (at most 60 bytes: all inside the head), summed in
-    # host order: the folded ones' complement sum is 0xFFFF iff the plain sum is non-zero and
-    # a multiple of 0xFFFF, in either byte order
-    if ihl5:
-        s = v["iph5"].sum(axis=1)
-    else:
-        used = np.arange(30) < (p.ihl.astype(np.int64) * 2)[:, None]
-        s = np.where(used, v["iph15"], 0).sum(axis=1)
-    csum_ok = (s % 0xFFFF == 0) & (s != 0)
+    # ip_fast_csum over ihl 32-bit words (at most 60 bytes: all inside the head)
+    csum_ok = np.empty(n, dtype=np.bool_)
+    ip_csum_ok_rows(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE),
+                    _H + ETH_HLEN, p.ihl.astype(np.int64), csum_ok)
 
     tot = p.tot_len.astype(np.int64)
     err = np.full(n, HDR_OK, dtype=np.uint8)
@@ -250,7 +239,7 @@ _SRC_DELIVERED0 = int(SRC_DELIVERED0)
 _SRC_DROP0 = int(SRC_DROP0)
 _SRC_DROP_RCVBUF = _SRC_DROP0 + _D_RCVBUF * MAX_SOURCES
 
-_TRUESIZE_SMALL = TRUESIZE_SMALL           # every frame of <= RX_BUF bytes
+_truesize = kernel(truesize)               # the rule of emu.skb, compiled for _sock_entries
 _NO_SIDX = np.zeros(0, dtype=np.int64)
 
 
@@ -393,12 +382,11 @@ def _sock_entries(raw, sidx, port_map, nsock, out):
     grouped by socket in skb order: first the skbs with no socket, then socket 0, 1, ...
 
     sidx: each skb's socket, or empty to look the destination port up in port_map (no
-    connected socket). Returns (count per group, every skb no longer than RX_BUF).
+    connected socket). Returns the count per group.
     """
     n = raw.shape[0]
     sock = np.empty(n, dtype=np.int64)
     counts = np.zeros(nsock + 1, dtype=np.int64)
-    small = True
     for i in range(n):
         if sidx.shape[0]:
             k = sidx[i]
@@ -419,11 +407,7 @@ def _sock_entries(raw, sidx, port_map, nsock, out):
         ln = np.int64(r[20]) | (np.int64(r[21]) << 8) | (np.int64(r[22]) << 16) | (np.int64(r[23]) << 24)
         for b in range(4):
             e[8 + b] = r[20 + b]              # len
-        if ln <= RX_BUF:
-            ts = _TRUESIZE_SMALL
-        else:
-            small = False
-            ts = (ln + BIG_STEP - 1) // BIG_STEP * BIG_STEP + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO
+        ts = _truesize(ln)
         for b in range(4):
             e[12 + b] = (ts >> (8 * b)) & 0xFF   # truesize
             e[16 + b] = r[16 + b]             # hash
@@ -431,16 +415,19 @@ def _sock_entries(raw, sidx, port_map, nsock, out):
         e[21] = 0
         e[22] = r[24]                         # segs
         e[23] = r[25]
-    return counts, small
+    return counts
 
 
 @kernel
-def _count_src_segs(raw, ranges, per_source):
-    """per_source[src] += segs for the socket entries (raw SOCK_ENTRY bytes) in the row ranges
-    [a, b) of ranges."""
-    for k in range(ranges.shape[0]):
-        for i in range(ranges[k, 0], ranges[k, 1]):
+def _count_refused(raw, refused, per_source):
+    """per_source[src] += segs for the socket entries (raw SOCK_ENTRY rows) refused; their
+    number."""
+    k = 0
+    for i in range(raw.shape[0]):
+        if refused[i]:
             per_source[raw[i, 20]] += np.uint64(raw[i, 22]) | (np.uint64(raw[i, 23]) << np.uint64(8))
+            k += 1
+    return k
 
 
 def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
@@ -459,55 +446,40 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
             if socks.has_connected_sockets else _NO_SIDX)
     raw = np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE)
     out = np.empty(n, dtype=SOCK_ENTRY)
-    counts, uniform = _sock_entries(raw, sidx, socks.port_map, len(socks),
-                                    out.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize))
-    queue_entries(out, counts, uniform, counters, socks, res)
+    counts = _sock_entries(raw, sidx, socks.port_map, len(socks),
+                           out.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize))
+    queue_entries(out, counts, counters, socks, res)
 
 
-def queue_entries(entries, counts, uniform, counters, socks, res) -> None:
+def queue_entries(entries, counts, counters, socks, res) -> None:
     """NoPorts or __udp_queue_rcv_skb for socket entries grouped as _sock_entries groups them
-    (counts: entries with no socket, then per socket)."""
-    groups = []
+    (counts: entries with no socket, then per socket), then the receive-buffer drops of
+    every socket (RcvbufErrors, InErrors, per source) at once."""
+    sockets = socks.sockets
+    n = entries.shape[0]
+    refused = np.zeros(n, dtype=np.bool_)
     at = 0
     for g, c in enumerate(counts.tolist()):
-        if c:
-            groups.append((g - 1, at, at + c))
-            at += c
-
-    sockets = socks.sockets
-    rejected = []                       # (start, end) of refused runs (uniform sizes)
-    n_rej = 0
-    for si, a, b in groups:
-        sk_entries = entries[a:b]
-        if si < 0:
-            counters[_UDP_NO_PORTS] += b - a
-            _drop(res, counters, _D_NOPORTS, sk_entries)
+        if not c:
             continue
-        sock = sockets[si]
-        if uniform:
-            n_acc, woke = sock.enqueue_uniform(sk_entries, _TRUESIZE_SMALL)
-            if n_acc < b - a:
-                rejected.append((a + n_acc, b))
-                n_rej += b - a - n_acc
-        else:
-            accepted, woke = sock.enqueue_mask(sk_entries)
-            n_acc = int(accepted.sum())
-            if n_acc < b - a:
-                n_drop = b - a - n_acc
-                counters[_UDP_RCVBUF_ERRORS] += n_drop
-                counters[_UDP_IN_ERRORS] += n_drop
-                _drop(res, counters, _D_RCVBUF, sk_entries[~accepted])
-        res.queued += n_acc
+        a, b = at, at + c
+        at = b
+        if g == 0:
+            counters[_UDP_NO_PORTS] += c
+            _drop(res, counters, _D_NOPORTS, entries[a:b])
+            continue
+        sock = sockets[g - 1]
+        accepted, woke = sock.enqueue(entries[a:b])
+        refused[a:b] = ~accepted
+        res.queued += int(accepted.sum())
         if woke:
-            res.woken.append((si, sock.reader_cpu))
+            res.woken.append((g - 1, sock.reader_cpu))
+    n_rej = _count_refused(entries.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize), refused,
+                           counters[_SRC_DROP_RCVBUF:_SRC_DROP_RCVBUF + MAX_SOURCES])
     if n_rej:
-        # the receive-buffer drops of every socket, counted per source at once
         counters[_UDP_RCVBUF_ERRORS] += n_rej
         counters[_UDP_IN_ERRORS] += n_rej
         res.dropped[_D_RCVBUF] += n_rej
-        _count_src_segs(entries.view(np.uint8).reshape(entries.shape[0], SOCK_ENTRY.itemsize),
-                        np.array(rejected, dtype=np.int64),
-                        counters[_SRC_DROP_RCVBUF:_SRC_DROP_RCVBUF + MAX_SOURCES])
 
 
 def warm() -> None:
@@ -516,7 +488,8 @@ def warm() -> None:
     raw = np.zeros((1, _SKB_SIZE), dtype=np.uint8)
     ent = np.zeros((1, SOCK_ENTRY.itemsize), dtype=np.uint8)
     _udp4_ok(raw)
+    _truesize(np.int64(128))
     _ip_in_stats(raw, cpu_block())
     _sock_entries(raw, _NO_SIDX, np.full(65536, -1, dtype=np.int16), 1, ent)
-    _count_src_segs(ent, np.zeros((1, 2), dtype=np.int64), cpu_block()[:MAX_SOURCES])
+    _count_refused(ent, np.zeros(1, dtype=np.bool_), cpu_block()[:MAX_SOURCES])
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from emu.jit import kernel
 from emu.skb import FLOW, RPS_NO_CPU
 
 GOLDEN_RATIO_32 = 0x61C88647
@@ -293,12 +294,36 @@ def get_rps_cpu(skbs: np.ndarray, rxq: RxQueueRps | None, sock_table: np.ndarray
 
     m = rxq.map
     if m is not None and try_rps.any():
-        sel = np.nonzero(try_rps)[0]
-        pick = m[((hashes[sel].astype(np.uint64) * np.uint64(len(m))) >> np.uint64(32))
-                 .astype(np.int64)]
-        online = pick < ncpus
-        cpus[sel[online]] = pick[online]
+        _rps_map_cpus(hashes.astype(np.int64), try_rps, m, ncpus, cpus)
     return cpus, slots
+
+
+@kernel
+def rps_map_cpu(h, rps_map, ncpus):
+    """get_rps_cpu's map rule for one skb hash: a hash of 0 steers nowhere; otherwise
+    map->cpus[reciprocal_scale(hash, map->len)], if that CPU is online. -1: no steering."""
+    if h == 0:
+        return -1
+    c = rps_map[(h * rps_map.shape[0]) >> 32]
+    return c if c < ncpus else -1
+
+
+@kernel
+def _rps_map_cpus(hashes, todo, rps_map, ncpus, cpus):
+    """rps_map_cpu of every skb still to steer (todo), into cpus (left as is at -1)."""
+    for i in range(hashes.shape[0]):
+        if todo[i]:
+            c = rps_map_cpu(hashes[i], rps_map, ncpus)
+            if c >= 0:
+                cpus[i] = c
+
+
+def warm() -> None:
+    """Compile (or load) this module's kernels with the argument types a run uses."""
+    m = np.zeros(1, dtype=np.int64)
+    rps_map_cpu(np.int64(1), m, 1)
+    _rps_map_cpus(np.ones(1, dtype=np.int64), np.ones(1, dtype=np.bool_), m, 1,
+                  np.full(1, -1, dtype=np.int32))
 
 
 def save_qtail(flow_table: np.ndarray | None, slots: np.ndarray, qtails: np.ndarray,

@@ -49,6 +49,7 @@ import numpy as np
 from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
 from emu.jit import kernel
 from emu.ring import CONS, PROD, U_DEFICIT, U_DROPS, U_READER_Q, U_RMEM, U_RXHASH, USER0, Ring
+from emu.ringcopy import ring_read, ring_write
 from emu.skb import INT_MAX, SOCK_ENTRY
 
 from .rps import rps_cpu_mask
@@ -57,41 +58,6 @@ _RECVMSG_CALLS = int(C.RECVMSG_CALLS)
 _UDP_IN_DATAGRAMS = int(C.UDP_IN_DATAGRAMS)
 _USER_DATAGRAMS = int(C.USER_DATAGRAMS)
 _SRC_DELIVERED0 = int(SRC_DELIVERED0)
-
-
-def admit(sizes: np.ndarray, rmem: int, rcvbuf: int) -> tuple[np.ndarray, int]:
-    """The 6.18 receive-buffer rule applied to each skb in order; (accepted mask, new rmem).
-
-    Exact for any mix of sizes: the accepted prefix is found with one cumulative sum; after a
-    refusal rmem is unchanged, so the next skb that can fit is the next one no larger than the
-    room left (one vectorised search per such skb; none when all sizes are equal).
-    """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    n = sizes.shape[0]
-    accept = np.zeros(n, dtype=bool)
-    rcvbuf = int(rcvbuf)
-    empty_ok = rcvbuf <= (INT_MAX >> 1)
-    i = 0
-    while i < n:
-        if rmem == 0 and empty_ok:
-            accept[i] = True            # "Accept the packet if queue is empty."
-            rmem += int(sizes[i])
-            i += 1
-            continue
-        cs = np.cumsum(sizes[i:]) + rmem
-        k = int(np.searchsorted(cs, rcvbuf, side="right"))   # leading skbs that fit
-        if k:
-            accept[i:i + k] = True
-            rmem = int(cs[k - 1])
-            i += k
-        if i >= n:
-            break
-        room = rcvbuf - rmem            # skb i did not fit; rmem stays
-        nxt = np.flatnonzero(sizes[i + 1:] <= room)
-        if not nxt.size:
-            break
-        i += 1 + int(nxt[0])
-    return accept, rmem
 
 
 def release_plan(sizes: np.ndarray, deficit: int, reader_q: int, rest: int,
@@ -177,55 +143,21 @@ class UdpSocket:
         return len(self.ring)
 
     # -- producer side (softirq on any CPU) --------------------------------------------------
-    def enqueue_mask(self, entries: np.ndarray) -> tuple[np.ndarray, bool]:
-        """__udp_queue_rcv_skb for a batch, in order: (accepted mask, queue went non-empty)."""
+    def enqueue(self, entries: np.ndarray) -> tuple[np.ndarray, bool]:
+        """__udp_queue_rcv_skb for a batch of socket entries, in order: (accepted mask, the
+        queue went from empty to non-empty, i.e. the reader must be woken)."""
         n = entries.shape[0]
+        accept = np.zeros(n, dtype=np.bool_)
         if n == 0:
-            return np.zeros(0, dtype=bool), False
-        ring = self.ring
-        self.lock.acquire()
-        try:
-            if self.connected:
-                h = int(entries["hash"][-1])      # sock_rps_save_rxhash, last writer wins
-                if ring.user(U_RXHASH) != h:
-                    ring.set_user(U_RXHASH, h)
-            rmem = ring.user(U_RMEM)
-            was_empty = len(ring) == 0        # rmem is not 0 when the release is deferred
-            accept, new_rmem = admit(entries["truesize"], rmem, self.rcvbuf)
-            n_acc = int(accept.sum())
-            if n_acc:
-                pushed = ring.push(entries if n_acc == n else entries[accept])
-                if pushed != n_acc:
-                    raise RuntimeError(f"socket ring of port {self.port} is too small "
-                                       f"({ring.capacity}) for rcvbuf {self.rcvbuf}")
-                ring.set_user(U_RMEM, new_rmem)
-            if n_acc < n:
-                ring.set_user(U_DROPS, ring.user(U_DROPS) + (n - n_acc))
-        finally:
-            self.lock.release()
-        return accept, bool(n_acc and was_empty)
-
-    def enqueue_uniform(self, entries: np.ndarray, size: int) -> tuple[int, bool]:
-        """enqueue_mask for entries that all have truesize ``size``: (accepted, woke).
-
-        With equal sizes the 6.18 rule accepts a prefix: after the first refusal the room
-        left is smaller than every later skb. So the accepted count is plain arithmetic, done
-        with the copy in one compiled call while the lock is held.
-        """
-        n = entries.shape[0]
-        if n == 0:
-            return 0, False
+            return accept, False
         ring = self.ring
         hdr = ring.hdr
-        ent = entries.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize)
+        ent = np.ascontiguousarray(entries).view(np.uint8).reshape(n, SOCK_ENTRY.itemsize)
         self.lock.acquire()
         try:
-            if self.connected:
-                h = int(entries["hash"][-1])      # sock_rps_save_rxhash, last writer wins
-                if int(hdr[USER0 + U_RXHASH]) != h:
-                    hdr[USER0 + U_RXHASH] = h
-            n_acc, prod, was_empty = _push_uniform(hdr, ring.raw, ent, size, self.rcvbuf,
-                                                   self.rcvbuf <= (INT_MAX >> 1))
+            n_acc, prod, was_empty = _enqueue(hdr, ring.raw, ent, self.rcvbuf,
+                                              self.rcvbuf <= (INT_MAX >> 1), self.connected,
+                                              accept)
             if n_acc < 0:
                 raise RuntimeError(f"socket ring of port {self.port} is too small "
                                    f"({ring.capacity}) for rcvbuf {self.rcvbuf}")
@@ -233,12 +165,7 @@ class UdpSocket:
                 hdr[PROD] = prod + n_acc      # publish only after the slots are written
         finally:
             self.lock.release()
-        return n_acc, bool(n_acc and was_empty)
-
-    def enqueue(self, entries: np.ndarray) -> tuple[int, bool]:
-        """(accepted count, first_was_empty): the queue was empty and now is not."""
-        accept, woke = self.enqueue_mask(entries)
-        return int(accept.sum()), woke
+        return accept, bool(n_acc and was_empty)
 
     # -- reader side (the application's task on reader_cpu) ----------------------------------
     def recvmsg(self, max_n: int, cpu: int, counters: np.ndarray,
@@ -267,34 +194,51 @@ class UdpSocket:
 
 
 @kernel
-def _push_uniform(hdr, raw, ent, size, rcvbuf, empty_ok):
-    """The body of enqueue_uniform under the lock: accept a prefix of ent (raw SOCK_ENTRY
-    rows) by the 6.18 rule, copy it into the ring's slots, update sk_rmem_alloc and sk_drops.
-    Returns (accepted, producer index before, queue was empty); accepted is -1 when the
-    ring cannot hold them (nothing written). The caller publishes the producer index."""
+def _enqueue(hdr, raw, ent, rcvbuf, empty_ok, connected, accept):
+    """The body of UdpSocket.enqueue under the socket's lock, per skb in order, as
+    __udp_queue_rcv_skb -> __udp_enqueue_schedule_skb do it (ent: raw SOCK_ENTRY rows):
+
+    - a connected socket saves the skb's hash as sk_rxhash first (sock_rps_save_rxhash;
+      the last skb's wins, and only a changed value is written), even for an skb then dropped;
+    - the 6.18 receive-buffer rule: with rmem = sk_rmem_alloc, an skb of truesize `size` is
+      accepted if the queue is empty (rmem == 0, unless rcvbuf > INT_MAX >> 1) or if
+      rmem + size <= rcvbuf; an accepted skb charges its truesize; a refused one leaves rmem
+      as it was and counts in sk_drops.
+
+    Accepted skbs are copied into the ring in order. Returns (accepted, producer index
+    before, queue was empty), accept[] marking them; accepted is -1 when the ring cannot
+    hold them (nothing written). The caller publishes the producer index.
+    """
     n = ent.shape[0]
     prod = np.int64(hdr[PROD])
     cons = np.int64(hdr[CONS])
+    if connected:
+        last = ent[n - 1]
+        h = (np.uint64(last[16]) | (np.uint64(last[17]) << np.uint64(8))
+             | (np.uint64(last[18]) << np.uint64(16)) | (np.uint64(last[19]) << np.uint64(24)))
+        if hdr[USER0 + U_RXHASH] != h:
+            hdr[USER0 + U_RXHASH] = h
     rmem = np.int64(hdr[USER0 + U_RMEM])
     n_acc = 0
-    if rmem == 0 and empty_ok:
-        n_acc = 1                           # "Accept the packet if queue is empty."
-        rmem = size
-    fit = (rcvbuf - rmem) // size
-    if fit > 0:
-        fit = min(fit, n - n_acc)
-        n_acc += fit
-        rmem += fit * size
-    cap = raw.shape[0]
-    if n_acc > cap - (prod - cons):
+    for i in range(n):
+        r = ent[i]
+        size = (np.int64(r[12]) | (np.int64(r[13]) << 8) | (np.int64(r[14]) << 16)
+                | (np.int64(r[15]) << 24))
+        if (rmem == 0 and empty_ok) or rmem + size <= rcvbuf:
+            accept[i] = True
+            rmem += size
+            n_acc += 1
+    if n_acc > raw.shape[0] - (prod - cons):
+        for i in range(n):
+            accept[i] = False
         return -1, prod, prod == cons
-    start = prod & (cap - 1)
-    first = min(n_acc, cap - start)
-    raw[start:start + first] = ent[:first]
-    if first < n_acc:
-        raw[:n_acc - first] = ent[first:n_acc]
-    if n_acc:
-        hdr[USER0 + U_RMEM] = np.uint64(rmem)
+    cap = raw.shape[0]
+    j = prod
+    for i in range(n):
+        if accept[i]:
+            raw[j & (cap - 1)] = ent[i]
+            j += 1
+    hdr[USER0 + U_RMEM] = np.uint64(rmem)
     if n_acc < n:
         hdr[USER0 + U_DROPS] = np.uint64(np.int64(hdr[USER0 + U_DROPS]) + (n - n_acc))
     return n_acc, prod, prod == cons
@@ -306,12 +250,7 @@ def _recv(hdr, raw, cons, out, counters, threshold, defer):
     rows, copied into out), the MIB and per-source delivered counts, and the lazy rmem
     release (udp_rmem_release, partial): returns the truesize to give back now."""
     m = out.shape[0]
-    cap = raw.shape[0]
-    start = cons & (cap - 1)
-    first = min(m, cap - start)
-    out[:first] = raw[start:start + first]
-    if first < m:
-        out[first:m] = raw[:m - first]
+    ring_read(raw, cons, m, out)
     rest = np.int64(hdr[PROD]) - cons - m
     sizes = np.empty(m, dtype=np.int64)
     for i in range(m):
@@ -340,7 +279,7 @@ def warm() -> None:
     ent = np.zeros((1, SOCK_ENTRY.itemsize), dtype=np.uint8)
     from emu.counters import cpu_block
     counters = cpu_block()
-    _push_uniform(ring.hdr, ring.raw, ent, 2624, 1 << 20, True)
+    _enqueue(ring.hdr, ring.raw, ent, 1 << 20, True, True, np.zeros(1, dtype=np.bool_))
     _recv(ring.hdr, ring.raw, 0, ent, counters, 1 << 18, True)
     release_plan(np.zeros(1, dtype=np.int64), 0, 0, 0, 1)
 

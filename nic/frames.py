@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emu.inet import ip_fast_csum, ip_send_check, ip_send_check_rows
 from emu.jit import kernel
 from emu.skb import HEAD, SKB
 
@@ -85,17 +86,10 @@ def _put32(rows: np.ndarray, off: int, v) -> None:
 
 
 def ipv4_checksum(hdr_rows: np.ndarray) -> np.ndarray:
-    """RFC 1071 checksum of each row (uint8 [n, even]): ip_fast_csum, vectorised.
-
-    Over a header whose checksum field is zero this is the value to store; over a header
-    carrying a valid checksum it is 0.
-    """
-    hdr = np.asarray(hdr_rows, dtype=np.uint8)
-    words = (hdr[:, 0::2].astype(np.uint32) << 8) | hdr[:, 1::2]
-    s = words.sum(axis=1, dtype=np.uint64)
-    s = (s & 0xFFFF) + (s >> np.uint64(16))
-    s = (s & 0xFFFF) + (s >> np.uint64(16))
-    return (~s & 0xFFFF).astype(np.uint16)
+    """ip_fast_csum (emu.inet) of each row's 20-byte header: over a header whose checksum
+    field is zero the value to store, over a header carrying a valid checksum 0."""
+    rows = np.ascontiguousarray(hdr_rows, dtype=np.uint8)
+    return np.array([ip_fast_csum(r, 0, 5) for r in rows], dtype=np.uint16)
 
 
 def _default_ports(n: int, source_index: int) -> np.ndarray:
@@ -232,7 +226,7 @@ def flow_templates(src_cfg: dict, flow_count: int, seed: int, source_index: int,
     heads[:, ip + 9] = proto_num
     _put32(heads, ip + 12, src_ip)
     _put32(heads, ip + 16, dst_ip)
-    _put16(heads, ip + 10, ipv4_checksum(heads[:, ip:ip + IPH_LEN]))
+    ip_send_check_rows(heads, ip)
     _put16(heads, L4_OFF, src_port)
     _put16(heads, L4_OFF + 2, dst_port)
     if proto_num == IPPROTO_UDP:
@@ -282,17 +276,7 @@ def _build(heads, flow_hash, flow_l4, flow_queue, next_id, next_seq, tcp, payloa
         if tcp:
             for b in range(4):
                 row[_B_HEAD + L4_OFF + 4 + b] = (tseq >> (24 - 8 * b)) & 0xFF
-        # ip_fast_csum over the 20-byte header with the checksum field taken as 0
-        row[h + 10] = 0
-        row[h + 11] = 0
-        acc = np.uint32(0)
-        for w in range(10):
-            acc += (np.uint32(row[h + 2 * w]) << 8) | row[h + 2 * w + 1]
-        acc = (acc & 0xFFFF) + (acc >> 16)
-        acc = (acc & 0xFFFF) + (acc >> 16)
-        csum = ~acc & 0xFFFF
-        row[h + 10] = csum >> 8
-        row[h + 11] = csum & 0xFF
+        ip_send_check(row, h)
         # uint64 throughout: numba types uint64 + int64 as float64
         out64[j, _W64_SEQ] = seqs[i] if seqs.shape[0] else seq0 + np.uint64(i)
         out64[j, _W64_TS] = ts[i]

@@ -13,7 +13,7 @@ import pytest
 
 import cpus.ip as ip
 from cpus.ip import HDR_CSUM, HDR_ERR, HDR_OK, HDR_TRUNC, ip_rcv_deliver, parse
-from cpus.sock import SocketTable, UdpSocket, admit
+from cpus.sock import SocketTable, UdpSocket
 from emu.skb import SOCK_ENTRY, socket_ring_capacity, truesize_of
 from cpus.ip import (_IP_IN_CSUM_ERRORS, _IP_IN_TRUNCATED, IPPROTO_TCP, IPPROTO_UDP,
                      DeliverResult)
@@ -94,6 +94,31 @@ def _drop(res, counters, reason, skbs):
     if skbs.shape[0]:
         res.dropped[reason] += skbs.shape[0]
         count_per_source(counters, SRC_DROP0 + reason * MAX_SOURCES, skbs)
+
+
+def ref_admit(sizes, rmem, rcvbuf):
+    """The 6.18 receive-buffer rule, one skb at a time, written from the kernel's test."""
+    acc = []
+    for size in sizes:
+        size = int(size)
+        ok = not (rmem + size > rcvbuf and (rcvbuf > (2**31 - 1) >> 1 or rmem != 0))
+        acc.append(ok)
+        if ok:
+            rmem += size
+    return np.array(acc, dtype=bool), rmem
+
+
+def ref_enqueue(sock, entries):
+    """__udp_queue_rcv_skb written plainly over the socket's ring and words."""
+    ring = sock.ring
+    if sock.connected and len(entries):
+        ring.set_user(2, int(entries["hash"][-1]))       # sk_rxhash
+    was_empty = len(ring) == 0
+    accepted, rmem = ref_admit(entries["truesize"], ring.user(0), sock.rcvbuf)
+    ring.push(entries[accepted])
+    ring.set_user(0, rmem)
+    ring.set_user(1, ring.user(1) + int((~accepted).sum()))   # sk_drops
+    return accepted, bool(accepted.any() and was_empty)
 
 
 def ref_ip_rcv_deliver(skbs, parsed, counters, socks):
@@ -201,7 +226,7 @@ def _ref_udp_rcv(skbs, parsed, is_udp, counters, socks, res) -> None:
         entries["src"] = sk_skbs["src"]
         entries["segs"] = sk_skbs["segs"]
         sock = socks.sockets[int(si)]
-        accepted, woke = sock.enqueue_mask(entries)
+        accepted, woke = ref_enqueue(sock, entries)
         n_acc = int(accepted.sum())
         res.queued += n_acc
         n_drop = rows.shape[0] - n_acc
@@ -321,26 +346,27 @@ def test_delivery_matches_reference(seed, mix, monkeypatch):
     assert sum(outcomes[0][0]) > 0
 
 
-def test_enqueue_uniform_matches_admit():
+def test_enqueue_matches_the_plain_rule():
     rng = np.random.default_rng(5)
     for _ in range(300):
-        size = int(rng.choice([2624, 6720]))
+        sizes = rng.choice([2624, 6720, 4672], size=int(rng.integers(1, 30)))
+        if rng.random() < 0.5:
+            sizes[:] = sizes[0]                        # equal truesizes: a prefix is taken
+        n = len(sizes)
         rcvbuf = int(rng.integers(0, 20)) * 1000 + int(rng.choice([0, 2**31 - 1]))
         rmem = int(rng.choice([0, int(rng.integers(0, 40000))]))
-        n = int(rng.integers(1, 30))
-        want, want_rmem = admit(np.full(n, size), rmem, rcvbuf)
+        want, want_rmem = ref_admit(sizes, rmem, rcvbuf)
         for connected in (False, True):
             sk = UdpSocket(Ring.local(SOCK_ENTRY, 64), None, 9000, rcvbuf, 0, connected=connected)
             sk.ring.set_user(0, rmem)
             e = np.zeros(n, dtype=SOCK_ENTRY)
-            e["truesize"] = size
+            e["truesize"] = sizes
             e["seq"] = np.arange(n)
             e["hash"] = 77
-            k, woke = sk.enqueue_uniform(e, size)
-            assert want[:k].all() and not want[k:].any()
+            accepted, woke = sk.enqueue(e)
+            k = int(accepted.sum())
+            assert (accepted == want).all()
             assert sk.rmem() == want_rmem and sk.drops() == n - k
             assert woke == (k > 0)
-            assert list(sk.ring.pop(64)["seq"]) == list(range(k))
+            assert list(sk.ring.pop(64)["seq"]) == list(np.nonzero(want)[0])
             assert sk.rxhash() == (77 if connected else 0)
-
-

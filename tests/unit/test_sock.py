@@ -6,8 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from cpus.sock import (SocketTable, UdpSocket, admit, record_flow, release_plan,
-                       rps_cpu_mask)
+from cpus.sock import SocketTable, UdpSocket, record_flow, release_plan, rps_cpu_mask
 from emu.skb import INT_MAX, SOCK_ENTRY, socket_ring_capacity, truesize_of
 from emu.counters import SRC_DELIVERED0, C, cpu_block
 from emu.ring import Ring
@@ -42,6 +41,25 @@ def admit_ref(sizes, rmem, rcvbuf):
         if ok:
             rmem += s
     return np.array(acc, dtype=bool), rmem
+
+
+def enq(sock, e):
+    """(accepted count, reader to wake) of one enqueue."""
+    accepted, woke = sock.enqueue(e)
+    return int(accepted.sum()), woke
+
+
+def admit(sizes, rmem, rcvbuf):
+    """The receive-buffer rule as UdpSocket.enqueue applies it: skbs of these truesizes
+    offered to a socket whose sk_rmem_alloc is rmem; (accepted mask, rmem after)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    cap = 1 << max(1, int(len(sizes)) + 1).bit_length()
+    sk = UdpSocket(Ring.local(SOCK_ENTRY, cap), None, 9000, rcvbuf, 0)
+    sk.ring.set_user(0, rmem)
+    e = np.zeros(len(sizes), dtype=SOCK_ENTRY)
+    e["truesize"] = sizes
+    accepted, _ = sk.enqueue(e)
+    return accepted, sk.rmem()
 
 
 def release_ref(sizes, deficit, rq, rest, thr):
@@ -118,18 +136,18 @@ def test_rule_matches_sequential_reference(seed):
 
 def test_enqueue_counts_and_state_words():
     s = mk(rcvbuf=3 * TS)
-    n, woke = s.enqueue(entries(2))
+    n, woke = enq(s, entries(2))
     assert (n, woke) == (2, True)
-    n, woke = s.enqueue(entries(3, seq0=2))
+    n, woke = enq(s, entries(3, seq0=2))
     assert (n, woke) == (1, False)
     assert s.rmem() == 3 * TS and s.drops() == 2 and s.queued() == 3
-    n, woke = s.enqueue(entries(0))
+    n, woke = enq(s, entries(0))
     assert (n, woke) == (0, False)
 
 
 def test_enqueue_without_lock_object():
     s = mk(lock=False)
-    assert s.enqueue(entries(4)) == (4, True)
+    assert enq(s, entries(4)) == (4, True)
 
 
 # -- reader side --------------------------------------------------------------------------------
@@ -137,7 +155,7 @@ def test_enqueue_without_lock_object():
 def test_recvmsg_counts_at_read_time():
     s = mk()
     c = cpu_block()
-    s.enqueue(entries(5, src=3))
+    enq(s, entries(5, src=3))
     assert c[C.UDP_IN_DATAGRAMS] == 0
     got, left = s.recvmsg(2, 0, c)
     assert list(got["seq"]) == [0, 1] and left == 3
@@ -154,7 +172,7 @@ def test_rmem_given_back_lazily_like_udp_rmem_release():
     rcvbuf = 40 * TS                    # forward_threshold = 10 TS
     s = mk(rcvbuf=rcvbuf)
     c = cpu_block()
-    s.enqueue(entries(30))
+    enq(s, entries(30))
     s.recvmsg(4, 0, c)                  # deficit 4 TS < threshold: nothing given back yet
     assert s.rmem() == 30 * TS
     s.recvmsg(6, 0, c)                  # deficit reaches 10 TS: released, rest spliced
@@ -168,10 +186,10 @@ def test_lazy_release_moves_the_drop_boundary():
     lazy, eager = mk(rcvbuf=rcvbuf), mk(rcvbuf=rcvbuf, defer_release=False)
     c = cpu_block()
     for s in (lazy, eager):
-        s.enqueue(entries(8))
+        enq(s, entries(8))
         s.recvmsg(1, 0, c)              # one read: lazy keeps its truesize charged
-    assert lazy.enqueue(entries(1))[0] == 0
-    assert eager.enqueue(entries(1))[0] == 1
+    assert enq(lazy, entries(1))[0] == 0
+    assert enq(eager, entries(1))[0] == 1
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -190,7 +208,7 @@ def test_drain_always_returns_rmem_to_zero():
     s = mk(rcvbuf=50 * TS)
     c = cpu_block()
     for _ in range(200):
-        s.enqueue(entries(int(rng.integers(0, 6)), lens=int(rng.integers(60, 9000))))
+        enq(s, entries(int(rng.integers(0, 6)), lens=int(rng.integers(60, 9000))))
         s.recvmsg(int(rng.integers(0, 5)), 0, c)
     while s.queued():
         s.recvmsg(7, 0, c)
@@ -204,7 +222,7 @@ def test_connected_socket_records_flow_on_read():
     c = cpu_block()
     table = np.full(256, RPS_NO_CPU, dtype=np.uint32)
     h = 0xABCDEF05
-    s.enqueue(entries(3, hash_=h))
+    enq(s, entries(3, hash_=h))
     assert s.rxhash() == h
     s.recvmsg(1, 3, c, table, ncpus=6)
     mask = rps_cpu_mask(6)
@@ -223,15 +241,15 @@ def test_unconnected_socket_never_records():
     s = mk()
     c = cpu_block()
     table = np.full(64, RPS_NO_CPU, dtype=np.uint32)
-    s.enqueue(entries(2, hash_=0x1234))
+    enq(s, entries(2, hash_=0x1234))
     s.recvmsg(2, 1, c, table, ncpus=4)
     assert (table == RPS_NO_CPU).all() and s.rxhash() == 0
 
 
 def test_rxhash_saved_even_for_a_dropped_skb_and_zero_hash_skipped():
     s = mk(rcvbuf=TS, connect="10.0.0.1:1")
-    s.enqueue(entries(1, hash_=0x11))
-    s.enqueue(entries(1, hash_=0x22))          # dropped, but sk_rxhash updated first
+    enq(s, entries(1, hash_=0x11))
+    enq(s, entries(1, hash_=0x22))          # dropped, but sk_rxhash updated first
     assert s.drops() == 1 and s.rxhash() == 0x22
     table = np.full(16, RPS_NO_CPU, dtype=np.uint32)
     record_flow(table, 0, 1, 4)
@@ -283,7 +301,7 @@ def test_three_producers_one_reader_no_loss_no_dup(rcvbuf):
     def producer(t):
         for b0 in range(0, per_thread, batch):
             e = entries(min(batch, per_thread - b0), seq0=t * 1_000_000 + b0, src=t)
-            mask, _ = s.enqueue_mask(e)
+            mask, _ = s.enqueue(e)
             accepted[t].extend(e["seq"][mask].tolist())
 
     def reader():

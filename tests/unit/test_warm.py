@@ -10,27 +10,27 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from cpus import driver, gro, ip, sock
+from cpus import ip
+from emu import jit
 from emu.jit import warm_all as cpu_warm
 from emu.config import resolve
 from emu.counters import nic_block
 from emu.ring import Ring
 from emu.skb import SKB
-from nic import dma, frames
+from nic import dma
 from nic.rss import Rss
 from nic.traffic import Source
 
 from .harness import Host
 from .test_ip import sock as make_sock
 
-CPU_KERNELS = [driver.rx_clean, driver.rx_clean_udp, driver.rx_clean_rps, gro._any_tcp,
-               ip._udp4_ok, ip._ip_in_stats, ip._sock_entries, ip._count_src_segs, sock._push_uniform,
-               sock._recv, sock._release_plan]
-NIC_KERNELS = [dma.admit, dma.group_by_queue, frames._build]
+def _kernels(*prefixes):
+    jit.import_all()
+    return [d for d in jit.REGISTRY if jit.name_of(d).startswith(prefixes)]
 
 
 def signatures(kernels):
-    return {k.__name__: len(k.signatures) for k in kernels}
+    return {jit.name_of(k): len(k.signatures) for k in kernels}
 
 
 def _in_fresh_process(fn):
@@ -57,19 +57,20 @@ def _nic_turns():
     cfg = resolve(None, [])
     rss = Rss.from_ethtool(cfg["ethtool"])
     sources = [Source(s, i, rss, 1) for i, s in enumerate(cfg["traffic.sources"])]
+    jit.warm_all()                                 # as the NIC process does
     dma.warm(sources, cfg.nqueues)
-    before = signatures(NIC_KERNELS)
+    before = signatures(_kernels("nic.", "emu."))
     rings = [Ring.local(SKB, 512) for _ in range(cfg.nqueues)]
     seq, t = 0, 0
     for step in (1, 50, 2_000_000, 3):             # ns: turns of 0-1 frames and of thousands
         seq = dma.dma_arrivals(sources, t, t + step, seq, rings, nic_block())
         t += step
-    return before, signatures(NIC_KERNELS)
+    return before, signatures(_kernels("nic.", "emu."))
 
 
 def _cpu_paths():
     cpu_warm()
-    before = signatures(CPU_KERNELS)
+    before = signatures(_kernels("cpus.", "emu."))
     udp = {"name": "u", "proto": "udp", "rate_pps": 1000.0, "flows": 16,
            "dst_ports": [9000, 9001, 9005], "frame_len": 128}
     tcp = {"name": "t", "proto": "tcp", "rate_pps": 1000.0, "flows": 4, "dst_ports": [80],
@@ -90,4 +91,4 @@ def _cpu_paths():
     b = h.frames(0, 8)
     p = ip.parse(b)
     ip.ip_rcv_deliver(b, p, h.counters[0], table)
-    return before, signatures(CPU_KERNELS)
+    return before, signatures(_kernels("cpus.", "emu."))
