@@ -25,15 +25,13 @@ from emu.ringcopy import ring_read
 from emu.skb import SKB, SOCK_ENTRY
 
 from .dev import netif_receive_skb_list, netif_receive_steered, netif_receive_udp_entries
-from .gro import _any_tcp, gro_receive_batch
-from .ip import _sock_entries, _udp4_ok
+from .gro import _any_tcp, gro_normal_all, gro_receive_batch
+from .ip import _sock_entries, ip_rcv_core_check
 from .napi import Napi, napi_complete_done
 from .rps import rps_map_cpu
 from .net import Net
 from .softnet import SoftnetData
 
-_GRO_RECEIVED = int(C.GRO_RECEIVED)
-_GRO_NORMAL = int(C.GRO_NORMAL)
 _NAPI_POLLS = int(C.NAPI_POLLS)
 
 
@@ -57,7 +55,7 @@ def rx_clean_udp(ring_raw, cons, n, out, port_map, nsock, ent_out):
     """
     rx_clean(ring_raw, cons, n, out)
     raw = out[:n]
-    if not _udp4_ok(raw):
+    if not ip_rcv_core_check(raw, np.empty(n, dtype=np.uint8)):
         return False, np.zeros(nsock + 1, dtype=np.int64)
     return True, _sock_entries(raw, np.empty(0, dtype=np.int64), port_map, nsock, ent_out[:n])
 
@@ -161,8 +159,7 @@ class RxDriver:
             steered = udp = False
             if self.udp_fast[q]:
                 udp, counts = rx_clean_udp(ring.raw, cons, work, self._skb_raw,
-                                                  net.socks.port_map, len(net.socks),
-                                                  self._ent_raw)
+                                           net.socks.port_map, len(net.socks), self._ent_raw)
             elif self.rps_map_only[q]:
                 steered, counts = rx_clean_rps(ring.raw, cons, work, self._skb_raw,
                                                net.rps[q].map, net.ncpus, gro, self._grp_raw)
@@ -171,11 +168,10 @@ class RxDriver:
             hdr[CONS] = cons + work          # release the slots after reading them
             c = net.costs
             sd.time.charge(work * (c.rx_frame + (c.gro if gro else 0)))
+            counters[_NAPI_POLLS] += 1
             if steered or udp:
                 if gro:                      # no TCP: every frame is GRO_NORMAL
-                    counters[_GRO_RECEIVED] += work
-                    counters[_GRO_NORMAL] += work
-                counters[_NAPI_POLLS] += 1
+                    gro_normal_all(counters, work)
                 if steered:
                     netif_receive_steered(sd, net, self._grp_buf, counts)
                 else:
@@ -185,7 +181,6 @@ class RxDriver:
                 skbs = self._skb_buf[:work].copy()
                 if gro:
                     skbs = gro_receive_batch(skbs, counters, q)
-                counters[_NAPI_POLLS] += 1
                 netif_receive_skb_list(sd, net, skbs, q)
         elif work < 0:
             raise AssertionError(f"RX ring {q}: producer index behind consumer index")

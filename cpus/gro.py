@@ -65,6 +65,13 @@ _GRO_RECEIVED = int(C.GRO_RECEIVED)
 _GRO_NORMAL = int(C.GRO_NORMAL)
 
 
+def gro_normal_all(counters: np.ndarray, n: int) -> None:
+    """The counts of n frames that all go up as GRO_NORMAL: a batch without a TCP frame,
+    which GRO can neither hold nor merge (the driver's compiled paths take only such)."""
+    counters[_GRO_RECEIVED] += n
+    counters[_GRO_NORMAL] += n
+
+
 def _copy(skbs: np.ndarray) -> np.ndarray:
     """skbs.copy(), as one block copy of the records (a structured copy goes field by field)."""
     return skbs.view(np.dtype((np.void, skbs.dtype.itemsize))).copy().view(skbs.dtype)
@@ -133,13 +140,13 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
     merged/flushed counts in NAPI_GRO_MERGED_<queue> / NAPI_GRO_FLUSHED_<queue>.
     """
     n = len(skbs)
-    counters[_GRO_RECEIVED] += n
     if n == 0:
         return skbs[:0].copy()
     if not _any_tcp(skbs.view(np.uint8).reshape(n, skbs.dtype.itemsize)):
-        # no TCP at all (e.g. a UDP-only batch): nothing can be a candidate, all GRO_NORMAL
-        counters[_GRO_NORMAL] += n
+        # no TCP at all (e.g. a UDP-only batch): nothing can be a candidate
+        gro_normal_all(counters, n)
         return skbs
+    counters[_GRO_RECEIVED] += n
     head = skbs["head"]
     lens = skbs["len"].astype(np.int64)
     iplen_all = lens - ETH_HLEN

@@ -81,10 +81,8 @@ TRUESIZE_SMALL = truesize(RX_BUF)          # every frame of at most RX_BUF bytes
 
 
 def truesize_of(lens: np.ndarray) -> np.ndarray:
-    """truesize() of many wire lengths (uint32)."""
-    lens = np.asarray(lens, dtype=np.int64)
-    buf = np.where(lens <= RX_BUF, RX_BUF, -(-lens // BIG_STEP) * BIG_STEP)
-    return (buf + SKB_DATA_ALIGN_SKBUFF + SKB_DATA_ALIGN_SHINFO).astype(np.uint32)
+    """truesize() of many wire lengths (uint32), for tests and tools."""
+    return np.array([truesize(int(x)) for x in np.asarray(lens).ravel()], dtype=np.uint32)
 
 
 def socket_ring_capacity(rcvbuf: int, min_truesize: int = TRUESIZE_SMALL) -> int:

@@ -30,6 +30,7 @@ def test_index_out_of_range_is_refused():
         fetch_add(np.zeros(2, dtype=np.uint64), 2)
 
 
+@pytest.mark.compiled
 def test_only_u64_words():
     with pytest.raises(Exception):
         fetch_add(np.zeros(2, dtype=np.int32), 0)
@@ -49,6 +50,7 @@ def _adder(name: str, n: int) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.compiled
 def test_two_processes_and_this_one_lose_no_increment():
     name = f"emutest-atomic-{secrets.token_hex(4)}"
     shm = shared_memory.SharedMemory(name=name, create=True, size=8)

@@ -97,6 +97,7 @@ def test_the_address_of_a_recycled_array_is_not_reused():
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.compiled
 def test_compiled_versions():
     w = private_words()
     addr = futex.word_address(w, 1)

@@ -316,7 +316,7 @@ def test_delivery_matches_reference(seed, mix, monkeypatch):
     outcomes = []
     for mode in ("reference", "fast", "general"):
         if mode == "general":
-            monkeypatch.setattr(ip, "_udp4_ok", lambda raw: False)
+            monkeypatch.setattr(ip, "FAST_PATH", False)
         socks = _sockets(rcvbuf)
         rng2 = np.random.default_rng(seed)
         table = SocketTable(socks)

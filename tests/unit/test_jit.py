@@ -4,9 +4,12 @@ import shutil
 from pathlib import Path
 
 import numba
+import pytest
 
 import emu.jit as jit
 import emu.kcache as kcache
+
+pytestmark = pytest.mark.compiled
 
 
 def test_numba_caches_into_the_versioned_directory():

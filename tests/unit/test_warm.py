@@ -24,6 +24,8 @@ from nic.traffic import Source
 from .harness import Host
 from .test_ip import sock as make_sock
 
+pytestmark = pytest.mark.compiled
+
 def _kernels(*prefixes):
     jit.import_all()
     return [d for d in jit.REGISTRY if jit.name_of(d).startswith(prefixes)]
