@@ -17,9 +17,9 @@ Kernel behaviour followed (6.x; net/core/dev.c, net/ipv4/ip_input.c, udp.c, tcp_
     ip_fast_csum != 0                  -> InCsumErrors and InHdrErrors
     skb->len < tot_len                 -> InTruncatedPkts only (not InHdrErrors)
     tot_len < ihl*4                    -> InHdrErrors
-  (skb->len here is the wire length minus the 14-byte Ethernet header.) The C block has no
-  InCsumErrors / InTruncatedPkts slots; they are counted when a slot named
-  IP_IN_CSUM_ERRORS / IP_IN_TRUNCATED_PKTS exists. All these drops use Drop.IP_HDR.
+  (skb->len here is the wire length minus the 14-byte Ethernet header.) Every skb that
+  reaches ip_rcv_core also counts InOctets (its length), and once its header is pullable
+  with ihl >= 5 and version 4, its ECN class (IpExt). All these drops use Drop.IP_HDR.
 * ip_protocol_deliver_rcu: no inet_protos handler (not TCP/UDP here) -> InUnknownProtos
   (Drop.NOHANDLER); otherwise the handler runs and, as udp_rcv and tcp_v4_rcv return 0 even
   when they drop, InDelivers += 1 per skb handed to UDP or TCP (including NoPorts, short
@@ -57,8 +57,8 @@ IP_OFF = ETH_HLEN
 # header error classes (ip_rcv_core), by which counters they move
 HDR_OK, HDR_ERR, HDR_CSUM, HDR_TRUNC = 0, 1, 2, 3
 
-_IP_IN_CSUM_ERRORS = getattr(C, "IP_IN_CSUM_ERRORS", None)
-_IP_IN_TRUNCATED = getattr(C, "IP_IN_TRUNCATED_PKTS", None)
+_IP_IN_CSUM_ERRORS = int(C.IP_IN_CSUM_ERRORS)
+_IP_IN_TRUNCATED = int(C.IP_IN_TRUNCATED_PKTS)
 
 
 def _be16(head: np.ndarray, off) -> np.ndarray:
@@ -331,9 +331,9 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
         n_trunc = int((err == HDR_TRUNC).sum())
         if n_hdr:
             counters[_IP_IN_HDR_ERRORS] += n_hdr
-        if n_csum and _IP_IN_CSUM_ERRORS is not None:
+        if n_csum:
             counters[_IP_IN_CSUM_ERRORS] += n_csum
-        if n_trunc and _IP_IN_TRUNCATED is not None:
+        if n_trunc:
             counters[_IP_IN_TRUNCATED] += n_trunc
         _drop(res, counters, _D_IP_HDR, skbs[bad])
 

@@ -40,7 +40,7 @@ from .config import Config, dumps_toml
 from .counters import C
 from .errors import ChildCrashed, EmuError, ProtocolError
 from .protocol import Msg, endpoint, pack, unpack
-from .rundir import RunDir
+from .rundir import RunDir, write_tree
 from .ring import BL_DROPPED, U_DEFICIT, U_DROPS, U_RMEM
 from .shm import Layout, Segment, Views, check_fits
 
@@ -405,7 +405,7 @@ class Cluster:
                                sockets=socks)
 
     def render(self) -> None:
-        procfs.write_tree(self.run_dir, procfs.tree(self.snapshot()))
+        write_tree(self.run_dir, procfs.tree(self.snapshot()))
 
     # -- internals ---------------------------------------------------------------------------
     def _send(self, role: str, kind: Msg, body=None) -> None:

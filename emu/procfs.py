@@ -2,8 +2,8 @@
 
 Every renderer is a pure function of a `Snapshot` (the counter blocks read at one instant,
 the resolved config, the run's start time) and returns the file's text. `tree()` gathers
-them under their relative paths; `write_tree()` is the only function here that touches the
-disk. Nothing here imports shared memory, sockets or clocks: the orchestrator reads the
+them under their relative paths; emu.rundir.write_tree puts them on disk. Nothing here
+imports shared memory, sockets or clocks: the orchestrator reads the
 counters and calls these.
 
 Format sources (read in the kernel source; the kernel wins where the project reference differs):
@@ -24,8 +24,6 @@ Format sources (read in the kernel source; the kernel wins where the project ref
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -615,36 +613,3 @@ def tree(s: Snapshot) -> dict[str, str]:
     for name in ("online", "possible", "present"):
         files[f"sys/devices/system/cpu/{name}"] = cpu_list
     return files
-
-
-def write_tree(root: str, files: dict[str, str], in_place: bool = False) -> None:
-    """Write `files` (relative path -> text) under `root`, creating directories.
-
-    Each file is replaced atomically (a temporary file in the same directory, then
-    os.replace), so a reader sees either the old or the new text, never a mix. With
-    ``in_place`` the existing file is truncated and rewritten instead, which keeps its inode:
-    needed when the file is bind-mounted over the real /proc (sysstat, top), at the cost of
-    a reader possibly catching it half-written.
-    """
-    for rel, text in files.items():
-        path = os.path.join(root, rel)
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        data = text.encode()
-        if in_place and os.path.exists(path):
-            with open(path, "r+b") as f:
-                f.write(data)
-                f.truncate()
-            continue
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import tempfile
 
 from .errors import ConfigError
 
@@ -148,3 +149,36 @@ class RunDir:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def write_tree(root: str, files: dict[str, str], in_place: bool = False) -> None:
+    """Write `files` (relative path -> text) under `root`, creating directories.
+
+    Each file is replaced atomically (a temporary file in the same directory, then
+    os.replace), so a reader sees either the old or the new text, never a mix. With
+    ``in_place`` the existing file is truncated and rewritten instead, which keeps its inode:
+    needed when the file is bind-mounted over the real /proc (sysstat, top), at the cost of
+    a reader possibly catching it half-written.
+    """
+    for rel, text in files.items():
+        path = os.path.join(root, rel)
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        data = text.encode()
+        if in_place and os.path.exists(path):
+            with open(path, "r+b") as f:
+                f.write(data)
+                f.truncate()
+            continue
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise

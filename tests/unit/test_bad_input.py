@@ -51,6 +51,7 @@ RUN_TABLE = [
      + [x for q in range(64) for x in ("--set", f"sys.class.net.eth0.queues.rx-{q}.rps_flow_cnt=536870912")],
      "of shared memory but /dev/shm has"),
     (["--config", "/nonexistent.toml"], "--config /nonexistent.toml: No such file"),
+    (["--set", "net.core.gro_normal_batch=4"], "net.core.gro_normal_batch: not modelled"),
 ]
 
 
@@ -79,6 +80,7 @@ FILE_TABLE = [
     (b"[[traffic.sources]]\nname = 'x'\nrate_pps = inf\n", "traffic.sources.0.rate_pps: expected a finite"),
     (b"[[traffic.sources]]\nname = 'x'\non_ms = -inf\n", "traffic.sources.0.on_ms: expected a finite"),
     (b"traffic = 3\n", "traffic"),
+    (b"[net.core]\ngro_normal_batch = 4\n", "net.core.gro_normal_batch: not modelled"),
 ]
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from emu import procfs
+from emu.rundir import write_tree
 from emu.config import resolve
 from emu.counters import C, CPU_SLOTS, NIC_SLOTS, Q_BYTES, Q_DROPS, Q_PACKETS, nq
 
@@ -547,15 +548,15 @@ def test_tree_masks_for_many_cpus():
 
 def test_write_tree_atomic_and_in_place(tmp_path):
     root = str(tmp_path / "run")
-    procfs.write_tree(root, {"proc/stat": "a\n", "sys/class/net/eth0/threaded": "0\n"})
+    write_tree(root, {"proc/stat": "a\n", "sys/class/net/eth0/threaded": "0\n"})
     assert (tmp_path / "run/proc/stat").read_text() == "a\n"
     assert (tmp_path / "run/sys/class/net/eth0/threaded").read_text() == "0\n"
     ino = os.stat(tmp_path / "run/proc/stat").st_ino
-    procfs.write_tree(root, {"proc/stat": "bb\n"})
+    write_tree(root, {"proc/stat": "bb\n"})
     assert (tmp_path / "run/proc/stat").read_text() == "bb\n"
     assert os.listdir(tmp_path / "run/proc") == ["stat"]           # no temporaries left
     ino2 = os.stat(tmp_path / "run/proc/stat").st_ino
     assert ino2 != ino                                             # replaced by rename
-    procfs.write_tree(root, {"proc/stat": "c\n"}, in_place=True)
+    write_tree(root, {"proc/stat": "c\n"}, in_place=True)
     assert (tmp_path / "run/proc/stat").read_text() == "c\n"       # shorter text truncates
     assert os.stat(tmp_path / "run/proc/stat").st_ino == ino2      # same inode

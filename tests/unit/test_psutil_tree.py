@@ -6,6 +6,7 @@ import numpy as np
 import psutil
 
 from emu import procfs
+from emu.rundir import write_tree
 from emu.config import resolve
 from emu.counters import C, CPU_SLOTS, NIC_SLOTS, Q_BYTES, Q_DROPS, Q_PACKETS, nq
 
@@ -48,7 +49,7 @@ def rendered_tree(tmp_path):
         nic[nq(q, Q_DROPS)] = 7 * q                         # 0+7+14+21 = 42
     s = procfs.Snapshot(cpu=cpu, nic=nic, cfg=cfg, btime=BTIME, uptime_ns=12_000_000_000,
                         effective_cpu=[0, 1, 2, 3])
-    procfs.write_tree(str(tmp_path), procfs.tree(s))
+    write_tree(str(tmp_path), procfs.tree(s))
     return str(tmp_path / "proc")
 
 
