@@ -40,6 +40,7 @@ class App:
         self.sock_table = sock_table
         self.ncpus = ncpus
         self.irq_point: Callable[[], None] = _noop
+        self.sync: Callable[[], None] = _noop         # act only once no peer can still reach now
         self.on_read: Callable[[np.ndarray], None] | None = None   # sees what was read
 
     def queued(self) -> bool:
@@ -56,9 +57,15 @@ class App:
         for s in self.sockets:
             while left > 0:
                 time.ctx = SYSTEM
+                self.sync()
                 entries, remaining = s.recvmsg(min(chunk, left), self.cpu, self.counters,
-                                               self.sock_table, self.ncpus)
+                                               self.sock_table, self.ncpus, now=time.t)
                 k = len(entries)
+                if not k and remaining:
+                    # every queued datagram is still on its way from another CPU (a cache
+                    # line in flight): the read waits for the first, in the system call
+                    time.charge(s.next_visible(time.t) - time.t)
+                    continue
                 if k:
                     if self.on_read is not None:
                         self.on_read(entries)

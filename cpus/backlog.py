@@ -120,6 +120,9 @@ def enqueue_to_backlog(sd: SoftnetData, net: Net, skbs: np.ndarray,
     fl_drop = np.zeros(n, dtype=bool)
     kick = False
     sd.time.charge(n * net.costs.rps_enqueue)
+    sd.sync()                                # the target's queue is shared: act at this time
+    # Seen by the owner at once on this CPU, a cache line's transfer later on another.
+    skbs["ts"] = sd.time.t + (0 if target.cpu == sd.cpu else net.costs.lat_cacheline)
     target.lock.acquire()
     try:
         qlen = len(ring)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from emu.counters import C
+from emu.ringcopy import ring_visible
+from emu.skb import SKB
 
 from .backlog import enqueue_to_backlog, net_rps_send_ipi
 from .ip import DeliverResult, ip_rcv_deliver, ip_rcv_ok_counts, parse, queue_entries
@@ -21,6 +23,7 @@ from .rps import get_rps_cpu, save_qtail
 from .softnet import SoftnetData
 
 _PROCESSED = int(C.PROCESSED)
+_SKB_TS = SKB.fields["ts"][1]
 
 
 def netif_receive_skb_list(sd: SoftnetData, net: Net, skbs: np.ndarray, queue: int) -> None:
@@ -33,6 +36,7 @@ def netif_receive_skb_list(sd: SoftnetData, net: Net, skbs: np.ndarray, queue: i
     if not rxq.active:
         netif_receive_skb(sd, net, skbs)
         return
+    sd.sync()                                # RFS reads the readers' flow table and queues
     heads = np.array([b.head for b in net.backlogs], dtype=np.uint32)
     cpus, slots = get_rps_cpu(skbs, rxq, net.sock_table, heads, net.ncpus, net.hash_seed)
     local = cpus < 0
@@ -65,7 +69,9 @@ def netif_receive_skb(sd: SoftnetData, net: Net, skbs: np.ndarray) -> None:
         return
     sd.counters[_PROCESSED] += n
     parsed = parse(skbs)
-    res = ip_rcv_deliver(skbs, parsed, sd.counters, net.socks)
+    sd.sync()                                # the sockets are shared: deliver at this time
+    res = ip_rcv_deliver(skbs, parsed, sd.counters, net.socks,
+                         net.socks.stamps(sd.time.t, sd.cpu, net.costs.lat_cacheline))
     c = net.costs
     sd.time.charge(n * c.netif_receive + res.udp * c.udp_rcv + res.tcp * c.tcp_rcv)
     _wake_readers(sd, res)
@@ -127,19 +133,28 @@ def process_backlog(sd: SoftnetData, net: Net, napi: Napi, quota: int) -> int:
                 mine.head_add(work)
                 pq.publish(counters)
                 return work
+        sd.sync()                            # other CPUs append to the queue: act at this time
         mine.lock.acquire()
         try:
-            if len(ring) == 0:
+            queued = len(ring)
+            if queued == 0:
                 # the inline napi completion: keep only THREADED
                 napi.state = napi.state & NAPI_STATE_THREADED
                 done = True
             else:
-                pq.append(ring.pop(len(ring)))
+                visible, nxt = ring_visible(ring.raw, ring.cons, ring.prod, _SKB_TS,
+                                            sd.time.t)
+                if visible:
+                    pq.append(ring.pop(visible))
                 done = False
         finally:
             mine.lock.release()
         if done:
             break
+        if not visible:
+            # every queued skb is still on its way from another CPU (a cache line in
+            # flight): the poll waits for the first
+            sd.time.charge(int(nxt) - sd.time.t)
     mine.head_add(work)
     pq.publish(counters)
     return work

@@ -293,7 +293,7 @@ def _drop(res: DeliverResult, counters: np.ndarray, reason: int, skbs: np.ndarra
 
 
 def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
-                   socks: SocketTable | None) -> DeliverResult:
+                   socks: SocketTable | None, stamps: np.ndarray | None = None) -> DeliverResult:
     """Deliver a batch after `processed` was counted; returns counts and sockets to wake."""
     res = DeliverResult()
     n = skbs.shape[0]
@@ -306,7 +306,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
         ip_rcv_ok_counts(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE),
                          counters, n)
         v = parsed._v
-        _udp_to_sockets(skbs, v["dport"], v["saddr"], v["sport"], counters, socks, res)
+        _udp_to_sockets(skbs, v["dport"], v["saddr"], v["sport"], counters, socks, res, stamps)
         return res
 
     # ptype dispatch: only ETH_P_IP has a handler
@@ -357,7 +357,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
 
     res.udp = int(is_udp.sum())
     if res.udp:
-        _udp_rcv(skbs, parsed, is_udp, counters, socks, res)
+        _udp_rcv(skbs, parsed, is_udp, counters, socks, res, stamps)
 
     delivers = res.tcp + res.udp
     if delivers:
@@ -365,7 +365,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
     return res
 
 
-def _udp_rcv(skbs, parsed, is_udp, counters, socks, res) -> None:
+def _udp_rcv(skbs, parsed, is_udp, counters, socks, res, stamps) -> None:
     """__udp4_lib_rcv for the UDP skbs of the batch (order kept within each socket)."""
     l4_len = parsed.tot_len.astype(np.int64) - parsed.hlen
     ulen = parsed.udp_len.astype(np.int64)
@@ -378,20 +378,22 @@ def _udp_rcv(skbs, parsed, is_udp, counters, socks, res) -> None:
     if not ok.any():
         return
     if k == 0 and res.udp == skbs.shape[0]:
-        _udp_to_sockets(skbs, parsed.dport, parsed.saddr, parsed.sport, counters, socks, res)
+        _udp_to_sockets(skbs, parsed.dport, parsed.saddr, parsed.sport, counters, socks, res,
+                        stamps)
         return
     sel = np.flatnonzero(ok)
     _udp_to_sockets(skbs[sel], parsed.dport[sel], parsed.saddr[sel], parsed.sport[sel],
-                    counters, socks, res)
+                    counters, socks, res, stamps)
 
 
 @kernel
-def _sock_entries(raw, sidx, port_map, nsock, out):
+def _sock_entries(raw, sidx, port_map, nsock, out, stamps):
     """Socket entries (SOCK_ENTRY bytes, into out) for UDP skbs (raw SKB record bytes),
     grouped by socket in skb order: first the skbs with no socket, then socket 0, 1, ...
 
     sidx: each skb's socket, or empty to look the destination port up in port_map (no
-    connected socket). Returns the count per group.
+    connected socket); stamps: per socket, when its reader sees an entry queued now.
+    Returns the count per group.
     """
     n = raw.shape[0]
     sock = np.empty(n, dtype=np.int64)
@@ -424,6 +426,9 @@ def _sock_entries(raw, sidx, port_map, nsock, out):
         e[21] = 0
         e[22] = r[24]                         # segs
         e[23] = r[25]
+        st = stamps[g - 1] if g > 0 else 0
+        for b in range(8):
+            e[24 + b] = (st >> (8 * b)) & 0xFF  # ts
     return counts
 
 
@@ -439,7 +444,7 @@ def _count_refused(raw, refused, per_source):
     return k
 
 
-def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
+def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res, stamps) -> None:
     """Socket lookup and __udp_queue_rcv_skb for UDP skbs that passed every header check.
 
     The socket entries are built once for the whole batch, in socket order (each socket
@@ -455,8 +460,10 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res) -> None:
             if socks.has_connected_sockets else _NO_SIDX)
     raw = np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE)
     out = np.empty(n, dtype=SOCK_ENTRY)
+    if stamps is None:
+        stamps = np.zeros(len(socks), dtype=np.int64)
     counts = _sock_entries(raw, sidx, socks.port_map, len(socks),
-                           out.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize))
+                           out.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize), stamps)
     queue_entries(out, counts, counters, socks, res)
 
 
@@ -499,6 +506,7 @@ def warm() -> None:
     ip_rcv_core_check(raw, np.empty(1, dtype=np.uint8))
     _truesize(np.int64(128))
     _ip_in_stats(raw, cpu_block())
-    _sock_entries(raw, _NO_SIDX, np.full(65536, -1, dtype=np.int16), 1, ent)
+    _sock_entries(raw, _NO_SIDX, np.full(65536, -1, dtype=np.int16), 1, ent,
+                  np.zeros(1, dtype=np.int64))
     _count_refused(ent, np.zeros(1, dtype=np.bool_), cpu_block()[:MAX_SOURCES])
 

@@ -13,9 +13,9 @@ pieces, each in the module named for it, and wires them together:
 What stays here is the hard interrupt entry of each vector this CPU takes (the RX queues'
 MSI-X vectors, the RPS IPI, the reschedule IPI), between irq_enter and irq_exit.
 
-Hooks the process shell (or a test harness) sets: ``sd.irq_point`` (take the waiting hard
-interrupts), ``sd.send_ipi`` (an RPS kick to another CPU), ``tasks.wake_remote`` (wake the
-user task of another CPU), and ``app.on_read`` (see what the application read).
+The hooks through which it reaches other agents (``sd.sync``, ``sd.irq_point``,
+``sd.send_ipi``, ``sd.unmask_irq``, ``tasks.wake_remote`` ...) are set by the CPU's agent
+(cpus.agent) in a run, or by a test harness; ``app.on_read`` sees what the application read.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ class Cpu:
             sd.flow_limit = FlowLimit(knobs.flow_limit_table_len)
 
         self.driver = driver = RxDriver(sd, net, rx_rings)
-        sd.unmask_irq = driver.unmask_irq
         self.app = app = App(cpu_id, [s for s in net.socks.sockets if s.reader_cpu == cpu_id],
                              time, counters, costs, knobs.recv_batch, net.sock_table, net.ncpus)
         tasks.app = app

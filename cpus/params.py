@@ -30,6 +30,11 @@ class Costs:
     recvmsg: int
     app: int
     context_switch: int
+    lat_msi: int
+    lat_ipi: int
+    lat_mmio: int
+    lat_cacheline: int
+
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Costs":
@@ -49,6 +54,7 @@ class Knobs:
     flow_limit_cpu_bitmap: int
     gro: bool                       # ethtool -K eth0 gro
     napi_weight: int                # the driver's NAPI weight
+    rx_ring: int                    # ethtool -G eth0 rx: descriptors of each RX ring
     recv_batch: int                 # datagrams the user task reads per wake-up
     ksoftirqd_nice: int
     user_nice: int
@@ -70,6 +76,7 @@ class Knobs:
             flow_limit_cpu_bitmap=parse_mask(core["flow_limit_cpu_bitmap"]),
             gro=cfg["sys.class.net.eth0.gro"],
             napi_weight=cfg["sys.class.net.eth0.napi_weight"],
+            rx_ring=cfg["ethtool.rx_ring"],
             recv_batch=sched["recv_batch"],
             ksoftirqd_nice=sched["ksoftirqd_nice"],
             user_nice=sched["user_nice"],

@@ -49,7 +49,7 @@ import numpy as np
 from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
 from emu.jit import kernel
 from emu.ring import CONS, PROD, U_DEFICIT, U_DROPS, U_READER_Q, U_RMEM, U_RXHASH, USER0, Ring
-from emu.ringcopy import ring_read, ring_write
+from emu.ringcopy import ring_read, ring_visible, ring_write
 from emu.skb import INT_MAX, SOCK_ENTRY
 
 from .rps import rps_cpu_mask
@@ -58,6 +58,7 @@ _RECVMSG_CALLS = int(C.RECVMSG_CALLS)
 _UDP_IN_DATAGRAMS = int(C.UDP_IN_DATAGRAMS)
 _USER_DATAGRAMS = int(C.USER_DATAGRAMS)
 _SRC_DELIVERED0 = int(SRC_DELIVERED0)
+_ENTRY_TS = SOCK_ENTRY.fields["ts"][1]
 
 
 def release_plan(sizes: np.ndarray, deficit: int, reader_q: int, rest: int,
@@ -169,17 +170,29 @@ class UdpSocket:
 
     # -- reader side (the application's task on reader_cpu) ----------------------------------
     def recvmsg(self, max_n: int, cpu: int, counters: np.ndarray,
-                sock_table: np.ndarray | None = None, ncpus: int = 1) -> tuple[np.ndarray, int]:
-        """Read up to max_n datagrams: (entries, datagrams still queued)."""
+                sock_table: np.ndarray | None = None, ncpus: int = 1,
+                now: int | None = None) -> tuple[np.ndarray, int]:
+        """Read up to max_n datagrams: (entries, datagrams still queued).
+
+        With ``now``, only the entries visible at that emulated time are read; if every
+        queued entry is still in flight from another CPU, nothing is read (and no call is
+        counted): see next_visible().
+        """
         ring = self.ring
         hdr = ring.hdr
+        cons = int(hdr[CONS])
+        prod = int(hdr[PROD])
+        m = min(max(0, int(max_n)), prod - cons)
+        if now is not None and m > 0:
+            k, _nxt = ring_visible(ring.raw, cons, prod, _ENTRY_TS, now)
+            if k == 0:
+                return ring.slots[:0].copy(), prod - cons
+            m = min(m, k)
         counters[_RECVMSG_CALLS] += 1
         if self.connected and sock_table is not None:
             record_flow(sock_table, int(hdr[USER0 + U_RXHASH]), cpu, ncpus)
-        cons = int(hdr[CONS])
-        m = min(max(0, int(max_n)), int(hdr[PROD]) - cons)
         if m <= 0:
-            return ring.slots[:0].copy(), int(hdr[PROD]) - cons
+            return ring.slots[:0].copy(), prod - cons
         out = np.empty(m, dtype=SOCK_ENTRY)
         released = _recv(hdr, ring.raw, cons, out.view(np.uint8).reshape(m, SOCK_ENTRY.itemsize),
                          counters, self.forward_threshold, self.defer_release)
@@ -191,6 +204,15 @@ class UdpSocket:
             finally:
                 self.lock.release()
         return out, int(hdr[PROD]) - int(hdr[CONS])
+
+    def next_visible(self, now: int) -> int:
+        """When the first queued entry becomes visible (now if it already is; 0 if none)."""
+        ring = self.ring
+        cons, prod = ring.cons, ring.prod
+        if prod <= cons:
+            return 0
+        k, nxt = ring_visible(ring.raw, cons, prod, _ENTRY_TS, now)
+        return now if k else int(nxt)
 
 
 @kernel
@@ -301,6 +323,8 @@ class SocketTable:
 
     def __init__(self, sockets: list[UdpSocket]):
         self.sockets = list(sockets)
+        self._readers = np.array([s.reader_cpu for s in self.sockets], dtype=np.int64)
+        self._stamps = np.zeros(len(self.sockets), dtype=np.int64)
         self.port_map = np.full(65536, -1, dtype=np.int16)       # unconnected (wildcard) sockets
         self.has_connected = np.zeros(65536, dtype=bool)
         self._connected: dict[int, list[int]] = {}
@@ -316,6 +340,14 @@ class SocketTable:
 
     def __len__(self) -> int:
         return len(self.sockets)
+
+    def stamps(self, now: int, cpu: int, latency: int) -> np.ndarray:
+        """Per socket, when its reader sees an entry queued now by cpu: at once if it reads
+        on cpu, a cache line's transfer (latency) later on another CPU."""
+        st = self._stamps
+        st[:] = now + latency
+        st[self._readers == cpu] = now
+        return st
 
     @property
     def has_connected_sockets(self) -> bool:

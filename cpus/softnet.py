@@ -7,11 +7,17 @@ without asking; the lists are private to the CPU that owns them, as in the kerne
 ``dropped`` is the exception: other CPUs charge it when their enqueue_to_backlog drops into
 this CPU's queue, so it lives in this CPU's backlog header (written under the backlog lock).
 
-The hooks are set by whoever runs the CPU (a process shell, or a test harness):
-``irq_point`` takes the hard interrupts waiting for this CPU (a point where interrupts are
+The hooks are set by whoever runs the CPU (the CPU's agent, cpus.agent, in a run; a test
+harness): ``sync()`` returns once no other agent can still produce an effect that reaches
+this CPU before its current time (it may block; called before anything shared is read or
+written), ``frames_ready(q, t)`` once the NIC has written every frame of RX queue q
+arriving by t (True), or the queue's slots are full (False: the driver must free some),
+``rx_consumed(q)`` after the driver released slots of queue q,
+``irq_point`` takes the hard interrupts due on this CPU (a point where interrupts are
 enabled), ``send_ipi(cpu)`` sends the RPS IPI (smp_call_function_single_async), ``ttwu(cpu)``
-wakes the reading task of a CPU (try_to_wake_up), ``unmask_irq(queue)`` is the driver's
-write to the NIC's interrupt mask.
+wakes the reading task of a CPU (try_to_wake_up), ``unmask_irq(queue, read_at)`` is the
+driver's write to the NIC's interrupt mask after a poll that read every frame arrived by
+read_at.
 """
 
 from __future__ import annotations
@@ -28,10 +34,14 @@ def _noop(*_args) -> None:
     return None
 
 
+def _ready(*_args) -> bool:
+    return True
+
+
 class SoftnetData:
     __slots__ = ("cpu", "counters", "time", "softirq", "poll_list", "in_net_rx_action",
                  "rps_ipi_list", "backlog", "input_queue", "process_queue", "flow_limit",
-                 "irq_point", "send_ipi", "ttwu", "unmask_irq")
+                 "sync", "frames_ready", "rx_consumed", "irq_point", "send_ipi", "ttwu", "unmask_irq")
 
     def __init__(self, cpu: int, counters: np.ndarray, time: CpuTime, softirq):
         self.cpu = cpu
@@ -45,7 +55,10 @@ class SoftnetData:
         self.input_queue = None              # this CPU's Backlog (input_pkt_queue)
         self.process_queue = None            # cpus.backlog.ProcessQueue
         self.flow_limit = None               # cpus.flow_limit.FlowLimit, if this CPU has one
+        self.sync: Callable[[], None] = _noop
+        self.frames_ready: Callable[[int, int], bool] = _ready
+        self.rx_consumed: Callable[[int], None] = _noop
         self.irq_point: Callable[[], None] = _noop
         self.send_ipi: Callable[[int], None] = _noop
         self.ttwu: Callable[[int], None] = _noop
-        self.unmask_irq: Callable[[int], None] = _noop
+        self.unmask_irq: Callable[[int, int], None] = _noop

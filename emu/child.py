@@ -141,6 +141,7 @@ class Control:
         self.sock.setsockopt(zmq.IDENTITY, identity.encode())
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.connect(endpoint(run_id, "ctl"))
+        self._stop = False
 
     def send(self, kind: Msg, body=None) -> None:
         self.sock.send(pack(self.run_id, kind, body))
@@ -148,6 +149,31 @@ class Control:
     def step(self, name: str) -> None:
         """Tell the orchestrator which startup step this child is in."""
         self.send(Msg.STEP, {"step": name, "pid": os.getpid()})
+
+    def stop_requested(self) -> bool:
+        """True once the orchestrator has said STOP (or EXIT): the run ends at once."""
+        if not self._stop:
+            msg = self.poll(0)
+            if msg is not None and msg[0] in (Msg.STOP, Msg.EXIT):
+                self._stop = True
+        return self._stop
+
+    def ticker(self, every_ns: int, also=None):
+        """A function for an agent's loop: every every_ns of real time, raise
+        emu.timesync.Stopped if the orchestrator said STOP, then call also()."""
+        from .timesync import Stopped
+        state = [0]
+
+        def tick() -> None:
+            now = time.monotonic_ns()
+            if now < state[0]:
+                return
+            state[0] = now + every_ns
+            if self.stop_requested():
+                raise Stopped()
+            if also is not None:
+                also()
+        return tick
 
     def poll(self, timeout_ms: int = 0):
         """One message (kind, body) or None; exits if the orchestrator is gone."""

@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run an emulated host and print its report",
                        description="Start a NIC process and one process per emulated CPU, send "
-                       "traffic for --duration wall-clock seconds, stop, and report. The live "
+                       "traffic for --duration of emulated time (and --set run.drain=... more for "
+                       "the queues to drain), stop, and report. The processes keep one emulated "
+                       "time between them, so the figures do not depend on how busy this host "
+                       "is; the run takes whatever wall time that needs. The live "
                        "kernel-format tree is in RUN_DIR/proc and RUN_DIR/sys; the report is "
                        "also written to RUN_DIR/report.json.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,8 +77,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override one key (repeatable); see below")
     p.add_argument("--cpus", type=int, help="emulated CPUs (run.cpus, default 4)")
-    p.add_argument("--duration", type=float, help="wall-clock seconds of traffic (run.duration, default 5)")
-    p.add_argument("--tdf", type=float, help="time dilation factor (run.tdf, default 100)")
+    p.add_argument("--duration", metavar="TIME",
+                   help="emulated time of traffic with a unit, e.g. 200ms or 2s (run.duration, "
+                        "default 60ms); the run takes whatever wall time the host needs")
+    p.add_argument("--tdf", type=float, metavar="N",
+                   help="pace cap: emulated time runs at most wall time / N, for watching live "
+                        "(run.tdf, default 0: as fast as the host allows)")
     p.add_argument("--seed", type=int, help="run seed (run.seed)")
 
 

@@ -37,12 +37,15 @@ import zmq
 from . import kcache, procfs
 from .child import STEPS
 from .config import Config, dumps_toml
-from .counters import C
+from .counters import (MAX_SOURCES, SRC_RING_DROP0, C, Drop, N, Q_BYTES, Q_DROPS, Q_IRQS,
+                       Q_PACKETS, nq, src_drop)
 from .errors import ChildCrashed, EmuError, ProtocolError
 from .protocol import Msg, endpoint, pack, unpack
 from .rundir import RunDir, write_tree
-from .ring import BL_DROPPED, U_DEFICIT, U_DROPS, U_RMEM
+from .ring import (BL_DROPPED, RX_BYTES, RX_DROP_PEND, RX_DROPS, RX_IRQS, RX_PACKETS, U_DEFICIT,
+                   U_DROPS, U_RMEM, USER0)
 from .shm import Layout, Segment, Views, check_fits
+from .syncblock import FINISHED, PACE_T0, PACE_TDF_MILLI, PUB, STATE, STOP_AT, WAIT_ON
 
 # From when the children begin to load (the kernels are compiled by then) until every one
 # is READY. Measured warm: about 1.5 s on an idle 2-core box; a box whose cores are both
@@ -115,6 +118,7 @@ class Child:
     ready: bool = False
     error: str = ""
     stopped: dict = field(default_factory=dict)
+    finished: bool = False          # said STOPPED: its counters are final
 
     @property
     def pid(self) -> int | None:
@@ -168,7 +172,7 @@ class Cluster:
         self.shm_linked = True
         self._write_manifest("starting")
         self.views = Views(self.cfg, self.layout, self.segment.buf)
-        self.views.init_tables()
+        self.views.init_tables(stop_at=self.cfg.duration_ns + self.cfg.drain_ns)
         self.ctx = zmq.Context()
         self.ctl = self.ctx.socket(zmq.ROUTER)
         self.ctl.setsockopt(zmq.LINGER, 0)
@@ -188,6 +192,10 @@ class Cluster:
         self.shm_linked = False
         self.t0 = time.monotonic_ns() + 20_000_000   # every child starts the same instant
         self.btime = int(time.time())
+        tdf = self.cfg["run.tdf"]
+        if tdf:                                      # paced: emulated time <= wall / tdf
+            self.views.sync.glob[PACE_T0] = self.t0
+            self.views.sync.glob[PACE_TDF_MILLI] = round(tdf * 1000)
         for role in self.children:
             self._send(role, Msg.START, {"t0": self.t0})
         self.started = True
@@ -260,9 +268,6 @@ class Cluster:
         return min(waiting, key=lambda ch: (STEPS.index(ch.step) if ch.step in STEPS
                                             else len(STEPS), ch.since))
 
-    def now_emulated(self) -> int:
-        return max(0, int((time.monotonic_ns() - self.t0) / self.cfg["run.tdf"]))
-
     def check(self) -> None:
         """Fail the run if a child died or reported an error."""
         self._drain_control()
@@ -274,36 +279,109 @@ class Cluster:
                 raise ChildCrashed(f"{ch.role} (pid {ch.pid}) {describe_status(code)}; "
                                    f"the run is stopped")
 
-    def stop_traffic(self) -> None:
-        self._send("nic", Msg.STOP_TRAFFIC)
+    # -- emulated time -----------------------------------------------------------------------
+    def agents(self) -> list[str]:
+        """The sync block's agents by index: the CPUs, then the NIC."""
+        return [f"cpu{c}" for c in range(self.cfg.ncpus)] + ["nic"]
 
-    def drain(self, timeout: float, stop: Callable[[], int] | None = None) -> bool:
-        """Wait until every queue is empty (or timeout, or stop); True if it drained."""
-        stop = stop or _never
-        deadline = time.monotonic() + timeout
-        quiet = 0
-        while time.monotonic() < deadline and not stop():
-            self.check()
-            if self.queued_frames() == 0:
-                quiet += 1
-                if quiet >= 3:
-                    return True
-            else:
-                quiet = 0
-            time.sleep(0.03)
-        return False
+    def reached(self) -> int:
+        """The emulated time every CPU has reached: the earliest busy CPU's time, or, when
+        every CPU is idle, the latest one's (it can only go on from there)."""
+        v = self.views
+        busy = [int(p) >> 1 for p in v.sync.agents[:self.cfg.ncpus, PUB] if not int(p) & 1]
+        t = min(busy) if busy else max(int(c[C.NOW]) for c in v.cpu)
+        return min(t, int(v.sync.glob[STOP_AT]))
+
+    def latest(self) -> int:
+        """The furthest emulated time any CPU has reached."""
+        return max(int(c[C.NOW]) for c in self.views.cpu)
+
+    def stop_at(self) -> int:
+        return int(self.views.sync.glob[STOP_AT])
+
+    def end_at(self, t: int) -> None:
+        """Every agent stops at emulated time t (if sooner than planned): the ordered stop of
+        Ctrl-C. Wakes every agent so each sees it."""
+        sync = self.views.sync
+        if t < int(sync.glob[STOP_AT]):
+            sync.glob[STOP_AT] = t
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        from . import futex
+        sync = self.views.sync
+        for a in range(sync.nagents):
+            sync.wake[a] = (int(sync.wake[a]) + 1) & 0xFFFFFFFF
+            futex.futex_wake(sync.wake_base, 16 * a, 4)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each child process has used so far."""
+        out = {}
+        for ch in self.children.values():
+            try:
+                t = psutil.Process(ch.pid).cpu_times()
+                out[ch.role] = t.user + t.system
+            except (psutil.Error, TypeError):
+                pass
+        return out
+
+    def finished(self) -> bool:
+        """Every agent has reached the end of the run."""
+        return bool(np.all(self.views.sync.agents[:, STATE] == FINISHED))
+
+    def held_by(self) -> tuple[str, str] | None:
+        """(who, what) if the agents wait for one that does not move: the agent at the
+        root of the waits, and what its process is doing (psutil)."""
+        ag = self.views.sync.agents
+        names = self.agents()
+        waiting = [a for a in range(len(names)) if int(ag[a, WAIT_ON]) and
+                   int(ag[a, STATE]) != FINISHED]
+        if not waiting:
+            return None
+        counts: dict[int, int] = {}
+        for a in waiting:
+            seen = set()
+            r = a
+            while int(ag[r, WAIT_ON]) and r not in seen:
+                seen.add(r)
+                nxt = int(ag[r, WAIT_ON]) - 1
+                if nxt == r:
+                    break
+                r = nxt
+            counts[r] = counts.get(r, 0) + 1
+        root = max(counts, key=lambda r: (counts[r], -r))
+        ch = self.children.get(names[root])
+        what = "running"
+        if ch is not None and ch.pid:
+            try:
+                st = psutil.Process(ch.pid).status()
+                what = {"stopped": "stopped (SIGSTOP?)", "tracing-stop": "stopped by a tracer",
+                        "zombie": "exited", "disk-sleep": "in uninterruptible sleep"}.get(st, st)
+            except psutil.Error:
+                what = "gone"
+        title = ch.title if ch is not None else names[root]
+        return f"{title} (pid {ch.pid if ch else '-'})", what
 
     def stop(self) -> None:
-        """Ask every child to stop where it is; their counters are final after this."""
+        """Ask every child to stop where it is; their counters are final after this. A
+        child stopped by a signal (SIGSTOP) is continued first: it is ours to end."""
+        for ch in self.children.values():
+            if ch.pid and not ch.finished:
+                try:
+                    if psutil.Process(ch.pid).status() == psutil.STATUS_STOPPED:
+                        os.kill(ch.pid, signal.SIGCONT)
+                except (psutil.Error, ProcessLookupError):
+                    pass
         for role in self.children:
             self._send(role, Msg.STOP)
-        waiting = set(self.children)
+        if self.views is not None:
+            self._wake_all()
         deadline = time.monotonic() + STOP_TIMEOUT
-        while waiting:
-            for role, kind, body in self._drain_control():
-                if kind == Msg.STOPPED and role in waiting:
-                    waiting.discard(role)
-                    self.children[role].stopped = body or {}
+        while True:
+            self._drain_control()
+            waiting = {r for r, ch in self.children.items() if not ch.finished}
+            if not waiting:
+                break
             for role in list(waiting):
                 ch = self.children[role]
                 if ch.error:
@@ -311,8 +389,6 @@ class Cluster:
                 if ch.proc.exitcode is not None:
                     raise ChildCrashed(f"{role} (pid {ch.pid}) {describe_status(ch.proc.exitcode)} "
                                        f"before it stopped")
-            if not waiting:
-                break
             if time.monotonic() > deadline:
                 raise EmuError(f"{', '.join(sorted(waiting))} did not stop within "
                                f"{STOP_TIMEOUT:.0f} s")
@@ -383,7 +459,8 @@ class Cluster:
     def queues(self) -> dict[str, int]:
         v = self.views
         return {
-            "rx_rings": sum(len(r) for r in v.rx),
+            "nic": int(v.nic[N.BUFFERED]),
+            "rx_rings": sum(len(r) - int(r.hdr[USER0 + RX_DROP_PEND]) for r in v.rx),
             "backlogs": sum(_ring_segs(b) for b in v.backlogs),
             "process_queues": int(sum(int(c[C.PROCESS_QSEGS]) for c in v.cpu)),
             "sockets": sum(len(s) for s in v.sockets),
@@ -395,12 +472,13 @@ class Cluster:
         for i, b in enumerate(v.backlogs):
             cpu[i, C.DROPPED] = b.user(BL_DROPPED)
             cpu[i, C.INPUT_QLEN] = len(b)
+        nic = nic_view(v.nic, v.rx, cpu)
         uptime = max(int(c[C.NOW]) for c in v.cpu) if v.cpu else 0
         socks = tuple(procfs.SockStat(index=i, port=sc["port"], connect=sc["connect"],
                                       rmem=r.user(U_RMEM), drops=r.user(U_DROPS),
                                       reader_cpu=sc["reader_cpu"], deficit=r.user(U_DEFICIT))
                       for i, (r, sc) in enumerate(zip(v.sockets, self.cfg["udp.sockets"])))
-        return procfs.Snapshot(cpu=cpu, nic=v.nic.copy(), cfg=self.cfg, btime=self.btime,
+        return procfs.Snapshot(cpu=cpu, nic=nic, cfg=self.cfg, btime=self.btime,
                                uptime_ns=uptime, effective_cpu=list(self.effective_cpu),
                                sockets=socks)
 
@@ -429,6 +507,9 @@ class Cluster:
                     ch.since = time.monotonic()
                 elif kind == Msg.READY:
                     ch.ready = True
+                elif kind == Msg.STOPPED:
+                    ch.finished = True
+                    ch.stopped = body or {}
             out.append((role, kind, body))
         return out
 
@@ -488,6 +569,22 @@ def _join_all(procs: list, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
+
+
+def nic_view(nic: np.ndarray, rings: list, cpu: np.ndarray) -> np.ndarray:
+    """The NIC's counters as ethtool shows them: its own block, with each queue's packets,
+    bytes, drops (counted where the driver judges each frame) and interrupts (counted by
+    whoever settled each), all in the ring's header, and each source's ring drops (counted
+    per judging CPU)."""
+    out = nic.copy()
+    for q, r in enumerate(rings):
+        out[nq(q, Q_PACKETS)] = r.hdr[USER0 + RX_PACKETS]
+        out[nq(q, Q_BYTES)] = r.hdr[USER0 + RX_BYTES]
+        out[nq(q, Q_DROPS)] = r.hdr[USER0 + RX_DROPS]
+        out[nq(q, Q_IRQS)] = r.hdr[USER0 + RX_IRQS]
+    base = src_drop(Drop.RING_FULL, 0)
+    out[SRC_RING_DROP0:SRC_RING_DROP0 + MAX_SOURCES] = cpu[:, base:base + MAX_SOURCES].sum(axis=0)
+    return out
 
 
 def _ring_segs(ring) -> int:

@@ -31,6 +31,8 @@ MAX_QUEUES = 64
 MAX_COST_NS = 1_000_000_000   # one emulated second per item of work: beyond it, a typo
 MAX_SOURCE_MS = 1e9           # source times (about 11.6 emulated days) stay in int64 ns
 MAX_WALL_S = 86_400       # a day: longer is a typo, not a run
+MAX_EMULATED_S = 3600     # an emulated hour of packets: longer is a typo, not a run
+_TIME_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 RSS_INDIR_SIZE = 128
 NETDEV_RSS_KEY_LEN = 52
 
@@ -130,6 +132,16 @@ class Config:
     @property
     def nqueues(self) -> int:
         return self._tree["ethtool"]["rx_queues"]
+
+    @property
+    def duration_ns(self) -> int:
+        """Emulated ns of traffic (run.duration)."""
+        return parse_time("run.duration", self._tree["run"]["duration"])
+
+    @property
+    def drain_ns(self) -> int:
+        """Emulated ns after traffic for the queues to drain (run.drain)."""
+        return parse_time("run.drain", self._tree["run"]["drain"])
 
     def queue(self, q: int) -> dict:
         return self["sys.class.net.eth0.queues"][f"rx-{q}"]
@@ -366,6 +378,38 @@ def _coerce(key: str, like: Any, raw: Any) -> Any:
 # validation
 
 
+def parse_time(key: str, value: Any) -> int:
+    """Emulated time with a unit ("200ms", "2s", "150us", "500ns") in integer ns."""
+    units = ", ".join(_TIME_UNITS)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ConfigError(f"{key} is emulated time and needs a unit ({units}), e.g. \"50ms\" "
+                          f"or \"2s\"; got the bare number {value:g} (before this version it "
+                          f"meant wall-clock seconds)")
+    text = str(value).strip()
+    num = text.rstrip("abcdefghijklmnopqrstuvwxyzµ")
+    unit = text[len(num):].strip()
+    num = num.strip()
+    if not unit and num:
+        raise ConfigError(f"{key} is emulated time and needs a unit ({units}), e.g. \"50ms\" "
+                          f"or \"2s\"; got the bare number {num} (before this version it meant "
+                          f"wall-clock seconds)")
+    if not num:
+        raise ConfigError(f"{key}: expected emulated time with a unit ({units}), e.g. \"50ms\" "
+                          f"or \"2s\"; got {text!r}")
+    if unit not in _TIME_UNITS:
+        raise ConfigError(f"{key}: unknown time unit {unit!r} in {text!r}; use one of {units}")
+    try:
+        x = float(num)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a time like \"50ms\", got {text!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise ConfigError(f"{key}: expected a time >= 0 like \"50ms\", got {text!r}")
+    ns = round(x * _TIME_UNITS[unit])
+    if ns > MAX_EMULATED_S * 1_000_000_000:
+        raise ConfigError(f"{key} must be at most {MAX_EMULATED_S} s of emulated time (got {text})")
+    return ns
+
+
 def _need(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -415,6 +459,8 @@ def _is_pow2(n: int) -> bool:
 
 def _validate(tree: dict) -> None:
     d = _defaults()
+    for k in ("duration", "drain"):
+        parse_time(f"run.{k}", tree["run"][k])       # a bare number: the message says why
     for section in ("run", "ethtool", "irq", "cost", "sched"):
         _check_types(tree[section], d[section], section + ".")
     _check_types(tree["net"]["core"], d["net"]["core"], "net.core.")
@@ -423,12 +469,12 @@ def _validate(tree: dict) -> None:
 
     ncpus = _int_range(tree, "run.cpus", 1, MAX_CPUS)
     run = tree["run"]
-    _need(1 <= run["tdf"] <= 1e6, f"run.tdf must be between 1 and 1e6: emulated time cannot "
-          f"run faster than real time (got {run['tdf']:g})")
-    _need(0 < run["duration"] <= MAX_WALL_S, f"run.duration must be > 0 and at most "
-          f"{MAX_WALL_S} seconds (got {run['duration']:g})")
-    _need(0 <= run["drain"] <= MAX_WALL_S, f"run.drain must be between 0 and {MAX_WALL_S} "
-          f"seconds (got {run['drain']:g})")
+    _need(run["tdf"] == 0 or 1 <= run["tdf"] <= 1e6, f"run.tdf must be 0 (as fast as the host "
+          f"allows) or between 1 and 1e6 (emulated time at most wall time / tdf; it cannot run "
+          f"faster than real time) (got {run['tdf']:g})")
+    _need(parse_time("run.duration", run["duration"]) > 0,
+          f"run.duration must be more than 0 (got {run['duration']})")
+    parse_time("run.drain", run["drain"])
     _need(0.05 <= run["refresh"] <= MAX_WALL_S, f"run.refresh must be between 0.05 and "
           f"{MAX_WALL_S} seconds (got {run['refresh']:g})")
     _need(run["hz"] in (100, 250, 300, 1000), f"run.hz must be one of 100, 250, 300, 1000 (got {run['hz']})")
@@ -479,7 +525,12 @@ def _validate(tree: dict) -> None:
     _int_range(tree, "irq.base", 16, 4000)
 
     for k in tree["cost"]:
-        _int_range(tree, f"cost.{k}", 0, MAX_COST_NS, " emulated ns")
+        lo = 1 if k.startswith("lat_") else 0          # the lookahead must be > 0
+        _int_range(tree, f"cost.{k}", lo, MAX_COST_NS, " emulated ns")
+    cost = tree["cost"]
+    _need(cost["lat_ipi"] >= cost["lat_cacheline"],
+          f"cost.lat_ipi must be at least cost.lat_cacheline ({cost['lat_cacheline']}): the "
+          f"data an IPI announces is seen before the IPI (got {cost['lat_ipi']})")
     for k in ("ksoftirqd_nice", "user_nice"):
         _int_range(tree, f"sched.{k}", -20, 19)
     for k in ("sched_latency_ns", "min_granularity_ns", "wakeup_granularity_ns"):

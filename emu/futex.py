@@ -34,9 +34,8 @@ through publish/wait_change, ~10 us with an eventfd. So a hot path posts with ``
 from ``@njit`` code (``addr`` is ``arr.ctypes.data + 4 * i`` there) and from Python. They
 call libc's ``syscall`` and ``__errno_location`` by symbol name rather than through a ctypes
 function pointer, so they carry no process-specific address and can be cached on disk (numba
-does not cache a function that calls a ctypes pointer). They are plain ``njit(cache=True,
-nogil=True)``, not ``emu.jit.kernel``: every kernel must be warmed by one of
-emu.jit.WARMERS, and ``warm()`` here is the function to list there.
+does not cache a function that calls a ctypes pointer). They are ``emu.jit.kernel``s,
+warmed by ``warm()`` here (listed in emu.jit.WARMERS).
 """
 
 from __future__ import annotations
@@ -49,10 +48,6 @@ import time
 import weakref
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 _SYSCALL_NUMBERS = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
 _machine = platform.machine().lower()
@@ -171,112 +166,14 @@ def futex_wake(arr: np.ndarray, index: int, n: int = 1) -> int:
     return r
 
 
-# ------------------------------------------------------------------------------------------
-# Compiled versions, for numba @njit code.
+# The compiled versions (wait_word, wake_word, wait_change, publish) are in emu.futexc,
+# loaded on first use: importing the compiler costs a third of a second, which the
+# orchestrator (it only wakes agents, rarely) does not pay.
+_COMPILED = ("wait_word", "wake_word", "wait_change", "publish", "_warm_from_njit", "warm")
 
 
-@intrinsic
-def _futex(typingctx, addr, op, val, timeout_ns):
-    """syscall(SYS_futex, addr, op, val, timeout or NULL): the result, or -errno."""
-    sig = types.int64(types.int64, types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        addr, op, val, tmo = args
-        i64 = ir.IntType(64)
-        zero = ir.Constant(i64, 0)
-        ts = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))   # struct timespec
-        billion = ir.Constant(i64, _NS)
-        builder.store(builder.sdiv(tmo, billion), cgutils.gep_inbounds(builder, ts, 0, 0))
-        builder.store(builder.srem(tmo, billion), cgutils.gep_inbounds(builder, ts, 0, 1))
-        ts_ptr = builder.select(builder.icmp_signed("<", tmo, zero), zero,
-                                builder.ptrtoint(ts, i64))
-        syscall = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(i64, [i64], var_arg=True), "syscall")
-        r = builder.call(syscall, [ir.Constant(i64, SYS_FUTEX), addr, op, val, ts_ptr])
-        errno_location = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.IntType(32).as_pointer(), []), "__errno_location")
-        err = builder.sext(builder.load(builder.call(errno_location, [])), i64)
-        return builder.select(builder.icmp_signed("<", r, zero), builder.neg(err), r)
-
-    return sig, codegen
-
-
-@njit(cache=True, nogil=True)
-def wait_word(addr, expected, timeout_ns):
-    """Compiled futex wait: 1 woken or word changed, 0 timed out, -errno on error.
-
-    ``timeout_ns`` < 0 waits for ever. A signal ends the wait (1, as a spurious wake-up):
-    Python's handlers can only run once the compiled code returns.
-    """
-    r = _futex(addr, FUTEX_WAIT, expected, timeout_ns)
-    if r == 0 or r == -_EAGAIN or r == -_EINTR:
-        return 1
-    if r == -_ETIMEDOUT:
-        return 0
-    return r
-
-
-@njit(cache=True, nogil=True)
-def wake_word(addr, n):
-    """Compiled futex wake: the number of processes woken, or -errno."""
-    return _futex(addr, FUTEX_WAKE, n, NO_TIMEOUT)
-
-
-@intrinsic
-def _load_u32(typingctx, addr):
-    """The uint32 at addr (an atomic, sequentially consistent load)."""
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(32).as_pointer())
-        return builder.zext(builder.load_atomic(ptr, "seq_cst", 4), ir.IntType(64))
-
-    return types.int64(types.int64), codegen
-
-
-@intrinsic
-def _store_u32(typingctx, addr, value):
-    """Store value at addr as a uint32 (atomic, sequentially consistent)."""
-    def codegen(context, builder, signature, args):
-        ptr = builder.inttoptr(args[0], ir.IntType(32).as_pointer())
-        builder.store_atomic(builder.trunc(args[1], ir.IntType(32)), ptr, "seq_cst", 4)
-        return context.get_dummy_value()
-
-    return types.none(types.int64, types.int64), codegen
-
-
-@njit(cache=True, nogil=True)
-def wait_change(addr, seen, timeout_ns):
-    """The word at addr, after sleeping at most once while it equals ``seen``.
-
-    The waiting side of a published word in one compiled call: a result equal to ``seen``
-    means nothing new yet (timed out, a signal, or a spurious wake-up); call again.
-    """
-    v = _load_u32(addr)
-    if v != seen:
-        return v
-    _futex(addr, FUTEX_WAIT, seen, timeout_ns)
-    return _load_u32(addr)
-
-
-@njit(cache=True, nogil=True)
-def publish(addr, value, n):
-    """Store ``value`` in the word at addr, then wake up to ``n`` waiters; the number woken."""
-    _store_u32(addr, value)
-    return _futex(addr, FUTEX_WAKE, n, NO_TIMEOUT)
-
-
-@njit(cache=True, nogil=True)
-def _warm_from_njit(arr):
-    a = arr.ctypes.data
-    return (wake_word(a, 1) + wait_word(a, arr[0] + np.uint32(1), 0)
-            + publish(a, arr[0], 1) + wait_change(a, arr[0], 0) - arr[0])
-
-
-def warm() -> None:
-    """Compile (or load) the compiled versions for Python ints and for njit addresses."""
-    arr = np.zeros(1, dtype=np.uint32)
-    a = word_address(arr, 0)
-    wake_word(a, 1)
-    wait_word(a, 1, 0)
-    publish(a, 0, 1)
-    wait_change(a, 1, 0)
-    _warm_from_njit(arr)
+def __getattr__(name: str):
+    if name in _COMPILED:
+        from . import futexc
+        return getattr(futexc, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

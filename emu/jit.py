@@ -27,7 +27,8 @@ numba.config.CACHE_DIR = str(CACHE_DIR)
 REGISTRY: list = []
 
 # (module, function): each calls its package's kernels with a run's argument types.
-WARMERS = (("emu.atomic", "warm"), ("emu.inet", "warm"), ("emu.ringcopy", "warm"),
+WARMERS = (("emu.atomic", "warm"), ("emu.futexc", "warm"), ("emu.inet", "warm"),
+           ("emu.ringcopy", "warm"), ("emu.timesync", "warm"),
            ("cpus.rps", "warm"), ("cpus.driver", "warm"), ("cpus.ip", "warm"),
            ("cpus.gro", "warm"), ("cpus.sock", "warm"), ("nic.dma", "warm_default"))
 

@@ -4,10 +4,11 @@ Every message is a msgpack array [VERSION, run_id, type, body]; a message with a
 version or run id is refused with both values named. Sockets, one per function:
 
   control  ROUTER (orchestrator) <-> DEALER (each child, identity "nic" or "cpu<N>"):
-           STEP (a startup step begun), READY, START, STOP_TRAFFIC, STOP, STOPPED, EXIT,
+           STEP (a startup step begun), READY, START, STOP, STOPPED, EXIT,
            ERROR. Separate from the data plane, so a flood of IRQs never delays a stop.
-  inbox    PULL bound by each CPU: IRQ {q} from the NIC, IPI_RPS {src} and IPI_RES {src}
-           from other CPUs. Asynchronous, like an MSI write or an APIC ICR write.
+  inbox    PULL bound by each CPU: EVENT [kind, te, arg, src], an interrupt from the NIC or
+           an IPI from another CPU (emu.timesync), taking effect at emulated time te.
+           Asynchronous, like an MSI write or an APIC ICR write.
 
 Endpoints are abstract-namespace ipc sockets (ipc://@...): they leave no file behind.
 """
@@ -21,21 +22,18 @@ import msgpack
 
 from .errors import ProtocolError
 
-VERSION = 2
+VERSION = 3
 
 
 class Msg(IntEnum):
     READY = 1
     START = 2
-    STOP_TRAFFIC = 3
     STOP = 4
     STOPPED = 5
     EXIT = 6
     ERROR = 7
     STEP = 8
-    IRQ = 16
-    IPI_RPS = 17
-    IPI_RES = 18
+    EVENT = 16
 
 
 def endpoint(run_id: str, what: str) -> str:

@@ -1,4 +1,5 @@
-"""The final report: per CPU, per RX queue, UDP, per source, conservation and fidelity.
+"""The final report: per CPU, per RX queue, UDP, per source, conservation, and time (emulated
+span, wall time, slowdown, who waited for whom).
 
 build() turns a final snapshot into a plain dict (written as report.json); text() renders
 it for people. Conservation counts wire frames: every frame the NIC generated is delivered
@@ -11,13 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from .clock import CONTEXT_NAMES
+from .syncblock import WAIT_NS, WAITS
 from .counters import (DROP_NAMES, IRQ0, MAX_SOURCES, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0,
                        NR_DROP, SOFTIRQ0, SRC_DELIVERED0,
                        SRC_RING_DROP0, SRC_SENT0, T0, C, N, NET_RX_SOFTIRQ, Q_BYTES, Q_DROPS,
                        Q_IRQS, Q_PACKETS, nq, src_drop)
 
 
-def build(snap, queues: dict, cluster=None, interrupted: bool = False, drained: bool = True) -> dict:
+def build(snap, queues: dict, cluster=None, interrupted: bool = False, drained: bool = True,
+          wall_s: float = 0.0, cpu_s: dict | None = None) -> dict:
     cfg = snap.cfg
     cpu = snap.cpu.astype(np.int64)
     nic = snap.nic.astype(np.int64)
@@ -105,8 +108,8 @@ def build(snap, queues: dict, cluster=None, interrupted: bool = False, drained: 
     queued = {k: int(v) for k, v in queues.items()}
     unaccounted = generated - delivered - sum(drops.values()) - sum(queued.values())
 
-    steal = int(cpu[:, C.T_STEAL].sum())
-    total = int(cpu[:, T0:T0 + 7].sum()) or 1
+    span = snap.uptime_ns
+    return_time = timing(cluster, span, wall_s, cpu_s or {})
     return {
         "run_id": getattr(cluster, "run_id", ""),
         "run_dir": getattr(cluster, "run_dir", ""),
@@ -125,15 +128,37 @@ def build(snap, queues: dict, cluster=None, interrupted: bool = False, drained: 
             "unaccounted": unaccounted,
             "ok": unaccounted == 0,
         },
-        "fidelity": {
-            "tdf": cfg["run.tdf"],
-            "behind_share": round(steal / total, 4),
-            "worst_lag_us": round(int(cpu[:, C.WORST_LAG].max()) / 1000.0, 1) if len(cpu) else 0.0,
-            "advice": ("raise --tdf: the emulation fell behind real time for more than 5% of it"
-                       if steal / total > 0.05 else ""),
-        },
+        "time": return_time,
+        "causality": {k.lower(): int(cpu[:, getattr(C, k)].sum())
+                      for k in ("LATE_FRAMES", "EARLY_FRAMES", "LATE_MSGS", "EARLY_EVENTS")},
         "nic_generated_check": int(nic[N.GENERATED]),
     }
+
+
+def timing(cluster, span_ns: int, wall_s: float, cpu_s: dict) -> dict:
+    """Emulated span, wall time, slowdown, and per agent the share of the wall time it
+    waited for its peers (and for whom) and the CPU time its process used."""
+    out = {"emulated_ms": round(span_ns / 1e6, 3), "wall_s": round(wall_s, 3),
+           "slowdown": round(wall_s / (span_ns / 1e9), 1) if span_ns else None, "agents": []}
+    sync = getattr(getattr(cluster, "views", None), "sync", None)
+    if sync is None or wall_s <= 0:
+        return out
+    names = cluster.agents()
+    wall_ns = wall_s * 1e9
+    for a, name in enumerate(names):
+        held = {names[b]: round(int(sync.held[a, b]) / wall_ns, 4)
+                for b in range(len(names)) if b != a and int(sync.held[a, b])}
+        idle = int(sync.held[a, a])
+        waited = int(sync.agents[a, WAIT_NS])
+        out["agents"].append({
+            "agent": name,
+            "waited_share": round((waited - idle) / wall_ns, 4),
+            "idle_share": round(idle / wall_ns, 4),
+            "waits": int(sync.agents[a, WAITS]),
+            "cpu_s": round(cpu_s.get(name, 0.0), 3),
+            "held_by": dict(sorted(held.items(), key=lambda kv: -kv[1])),
+        })
+    return out
 
 
 def text(r: dict) -> str:
@@ -184,7 +209,17 @@ def text(r: dict) -> str:
     queued = " + ".join(f"{k} {v}" for k, v in c["queued"].items())
     w(f"conservation: generated {c['generated']} = delivered {c['delivered']} + dropped ({drops}) "
       f"+ queued ({queued}); unaccounted {c['unaccounted']}" + ("" if c["ok"] else "  <-- FAILED"))
-    f = r["fidelity"]
-    w(f"fidelity: TDF {f['tdf']:g}, behind real time {100 * f['behind_share']:.1f}% of CPU time, "
-      f"worst lag {f['worst_lag_us']:.0f} emulated us" + (f"; {f['advice']}" if f["advice"] else ""))
+    t = r["time"]
+    slow = f"{t['slowdown']:,.0f}" if t["slowdown"] is not None else "-"
+    w(f"time: {t['emulated_ms']:.2f} emulated ms in {t['wall_s']:.1f} wall s: slowdown {slow} "
+      f"(wall s per emulated s)")
+    for a in t["agents"]:
+        by = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(a["held_by"].items())[:3]) or "-"
+        w(f"  {a['agent']:<5} waited for peers {100 * a['waited_share']:5.1f}% of the wall time"
+          f" (held by: {by}); used {a['cpu_s']:.2f} CPU s" +
+          (f"; idle, waiting for work {100 * a['idle_share']:.0f}%" if a["idle_share"] else ""))
+    causal = r.get("causality", {})
+    bad = {k: v for k, v in causal.items() if v}
+    if bad:
+        w("causality errors: " + ", ".join(f"{k} {v}" for k, v in bad.items()) + "  <-- BUG")
     return "\n".join(out) + "\n"

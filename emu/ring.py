@@ -23,10 +23,26 @@ USER0 = 16
 
 # The user words each kind of ring keeps in its header (indexes from USER0), the state every
 # process that touches the ring must see.
-# An RX ring: the NIC's interrupt mask for the queue's vector (EIMS/EIMC; the NIC sets it
-# when it raises the vector, the driver clears it after napi_complete_done) and the queue's
-# NAPI state word.
-RX_IRQ_MASKED, RX_NAPI_STATE = 0, 1
+# An RX ring. Its slots hold what the NIC has DMA'd, stamped with each frame's arrival time
+# (the NIC writes ahead of the CPUs' time; a frame exists for the driver from its stamp on).
+# The emulated ring (ethtool rx descriptors) is smaller than the slots: the driver judges
+# each frame as its time comes, admitting it while fewer than rx_ring descriptors are in use
+# and dropping it otherwise (rx_missed / DROP_EN), so a full ring drops exactly as at the
+# frame's arrival, whatever the real order of the processes.
+# - interrupts raised (the hardware counter), and the queue's NAPI state word;
+# - the driver's unmask record (EIMS write after napi_complete_done): how many, the time of
+#   the last one, and the read time of the poll before it (every frame that arrived by then
+#   was taken); the NIC answers each with one interrupt, or none, unless the driver's CPU
+#   already settled it (RX_SETTLED: the unmask number it settled itself, emu.coalesce);
+# - the NIC's frontier: every frame of the queue arriving by this time is in the slots;
+# - the driver's judging state: frames judged, descriptors in use, judged drops still in
+#   the slots; and the queue's hardware counters (rx_packets, rx_bytes, drops);
+# - 1 while the NIC waits for room in the slots (the driver wakes it when it frees some);
+# - the read time of the driver's last poll and the producer index it saw then (a frame
+#   judged later that arrived by that time came late: a causality check).
+RX_IRQS, RX_NAPI_STATE, RX_UNMASK_GEN, RX_UNMASK_AT, RX_READ_AT, RX_FRONTIER = 0, 1, 2, 3, 4, 5
+RX_JUDGED, RX_OCC, RX_DROP_PEND, RX_PACKETS, RX_BYTES, RX_DROPS = 6, 7, 8, 9, 10, 11
+RX_NIC_WAITS, RX_LAST_READ, RX_SEEN, RX_SETTLED = 12, 13, 14, 15
 # A CPU's backlog (input_pkt_queue): its backlog NAPI's state word, input_queue_head (the
 # owner's dequeue count, read by RFS), and the owner's softnet `dropped` (charged by the
 # enqueuing CPU); all three change under the backlog lock (the head: by the owner only).

@@ -35,6 +35,26 @@ def ring_write(raw, prod, src, n):
         raw[:n - first] = src[first:n]
 
 
+@kernel
+def ring_visible(raw, cons, prod, ts_off, now):
+    """(k, next): how many records from index cons on are visible at time now (their u64
+    stamp at byte ts_off is at most now), and the stamp of the first one that is not (0 if
+    all are). Producers append in real-time order, so the visible part is a prefix."""
+    mask = raw.shape[0] - 1
+    k = 0
+    i = cons
+    while i < prod:
+        r = raw[i & mask]
+        ts = np.int64(0)
+        for b in range(8):
+            ts |= np.int64(r[ts_off + b]) << (8 * b)
+        if ts > now:
+            return k, ts
+        k += 1
+        i += 1
+    return k, np.int64(0)
+
+
 def warm() -> None:
     """Compile (or load) this module's kernels with the argument types a run uses."""
     for width in (160, 24):          # SKB and SOCK_ENTRY records
@@ -42,3 +62,4 @@ def warm() -> None:
         rows = np.zeros((2, width), dtype=np.uint8)
         ring_write(raw, 3, rows, 2)
         ring_read(raw, 3, 2, rows)
+        ring_visible(raw, 3, 5, 8, 0)

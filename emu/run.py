@@ -1,11 +1,16 @@
-"""`emu run`: start the host, let traffic flow, show progress, stop in order, report.
+"""`emu run`: start the host, let it run to the end of its emulated time, show progress,
+stop in order, report.
 
-Ctrl-C (SIGINT), SIGTERM and SIGHUP all end the run the same way: traffic stops, the queues
-drain, the children stop, the report is printed and written, and the exit status says which
-signal it was (128 + the signal number). A second signal skips the drain (the report then
-says drained: false). During the compile or the start nothing has run yet: the run ends at
-once with nothing left behind. Whatever happens, Cluster.close() leaves no process and no
-segment behind.
+The run ends when every agent has reached run.duration + run.drain of emulated time (the
+sources stop at run.duration; the drain lets the queues empty). However long that takes on
+this host is the slowdown the report shows.
+
+Ctrl-C (SIGINT), SIGTERM and SIGHUP all end the run the same way: every agent stops at the
+emulated time the furthest CPU has reached, the children stop, the report is printed and
+written, and the exit status says which signal it was (128 + the signal number). A second
+signal stops every child where it is (the report then says drained: false). During the
+compile or the start nothing has run yet: the run ends at once with nothing left behind.
+Whatever happens, Cluster.close() leaves no process and no segment behind.
 """
 
 from __future__ import annotations
@@ -61,40 +66,50 @@ def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
 
     cluster = Cluster(cfg, run_dir)
     try:
+        tdf = cfg["run.tdf"]
+        pace = f", paced at TDF {tdf:g}" if tdf else ""
         print(f"emu: run {cluster.run_id}: {cfg.ncpus} CPUs, {cfg.nqueues} RX queues, "
-              f"TDF {cfg['run.tdf']:g}, {cfg['run.duration']:g} s; tree in {cluster.run_dir}",
-              file=err, flush=True)
+              f"{_ms(cfg.duration_ns)} of traffic + {_ms(cfg.drain_ns)} drain (emulated){pace}; "
+              f"tree in {cluster.run_dir}", file=err, flush=True)
         cluster.start(progress=say, stop=stop.requested)
-        duration = cfg["run.duration"]
         refresh = cfg["run.refresh"]
         t_start = time.monotonic()
         next_render = t_start
         last_line = 0.0
-        while not stop.count:
+        watch = _Stall()
+        asked = 0
+        while not cluster.finished():
             now = time.monotonic()
-            if now - t_start >= duration:
+            if stop.count and not asked:
+                asked = 1
+                cluster.end_at(cluster.latest())    # every agent stops at the same time
+                say(f"stopping at {_ms(cluster.stop_at())} emulated "
+                    f"(again to stop at once)")
+            if stop.count >= 2:
                 break
             cluster.check()
             if now >= next_render:
                 cluster.render()
                 next_render = now + refresh
-            if live and (inplace or now - last_line >= 1.0):
-                _progress(cluster, now - t_start, duration, err, inplace)
+            reached = cluster.reached()
+            stalled = watch.update(reached, now)
+            if live and (inplace or now - last_line >= 1.0 or stalled):
+                _progress(cluster, reached, now - t_start, err, inplace,
+                          cluster.held_by() if stalled else None)
                 last_line = now
-            time.sleep(min(0.05, max(0.0, duration - (now - t_start))))
+            time.sleep(0.02)
+        wall = time.monotonic() - t_start
+        cpu_s = cluster.cpu_seconds()
         interrupted = stop.count > 0
         if inplace:
             err.write("\n")
-        cluster.stop_traffic()
-        drained = False
-        if stop.count < 2:
-            drained = cluster.drain(cfg["run.drain"], stop=lambda: stop.count >= 2)
+        drained = cluster.finished() and cluster.queued_frames() == 0
         cluster.check()
         cluster.stop()
         snap = cluster.snapshot()
         cluster.render()
         rep = report_mod.build(snap, cluster.queues(), cluster, interrupted=interrupted,
-                               drained=drained)
+                               drained=drained, wall_s=wall, cpu_s=cpu_s)
         rep["signal"] = signal.Signals(stop.first).name if stop.first else ""
         with open(os.path.join(cluster.run_dir, "report.json"), "w") as f:
             json.dump(rep, f, indent=2)
@@ -107,6 +122,28 @@ def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
             signal.signal(s, h)
 
 
+STALL_S = 3.0       # wall seconds without progress before the line names who holds it
+
+
+class _Stall:
+    """Whether emulated time has stood still for STALL_S wall seconds."""
+
+    def __init__(self):
+        self.t = -1
+        self.since = time.monotonic()
+
+    def update(self, reached: int, now: float) -> bool:
+        if reached != self.t:
+            self.t = reached
+            self.since = now
+            return False
+        return now - self.since >= STALL_S
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:g} ms" if ns < 10**10 else f"{ns / 1e9:g} s"
+
+
 def exit_status(rep: dict) -> int:
     """128 + the signal that ended the run early, 1 if conservation failed, else 0."""
     if rep.get("signal"):
@@ -114,18 +151,22 @@ def exit_status(rep: dict) -> int:
     return 0 if rep["conservation"]["ok"] else 1
 
 
-def _progress(cluster: Cluster, elapsed: float, duration: float, err, inplace: bool) -> None:
+def _progress(cluster: Cluster, reached: int, elapsed: float, err, inplace: bool,
+              held) -> None:
     v = cluster.views
     gen = int(v.nic[0])
     delivered = int(sum(int(c[SRC_DELIVERED0:SRC_DELIVERED0 + 16].sum()) for c in v.cpu))
     processed = int(sum(int(c[C.PROCESSED]) for c in v.cpu))
-    steal = sum(int(c[C.T_STEAL]) for c in v.cpu)
-    total = sum(int(c[C.NOW]) for c in v.cpu) or 1
-    line = (f"emu: {elapsed:5.1f}/{duration:g} s  emulated {cluster.now_emulated() / 1e6:8.2f} ms  "
-            f"generated {gen:,}  processed {processed:,}  delivered {delivered:,}  "
-            f"behind {100.0 * steal / total:4.1f}%")
-    if inplace:
+    end = cluster.stop_at()
+    slow = f"{elapsed / (reached / 1e9):,.0f}x" if reached > 0 else "-"
+    line = (f"emu: emulated {reached / 1e6:8.3f}/{end / 1e6:g} ms  wall {elapsed:5.1f} s  "
+            f"slowdown {slow}  generated {gen:,}  processed {processed:,}  "
+            f"delivered {delivered:,}")
+    if held is not None:
+        who, what = held
+        line += f"  -- no progress for {STALL_S:.0f} s: waiting for {who}, {what}"
+    if inplace and held is None:
         err.write("\r" + line)
     else:
-        err.write(line + "\n")
+        err.write(("\n" if inplace else "") + line + "\n")
     err.flush()

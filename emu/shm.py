@@ -19,7 +19,9 @@ from .counters import CPU_SLOTS, NIC_SLOTS, cpu_block, nic_block
 from .errors import ConfigError
 from .ring import Ring, ring_bytes
 from .shmlock import LOCK_BYTES, init_lock
-from .skb import FLOW, RPS_NO_CPU, SKB, SOCK_ENTRY, backlog_capacity, socket_ring_capacity
+from .skb import (FLOW, RPS_NO_CPU, SKB, SOCK_ENTRY, backlog_capacity, rx_staging_capacity,
+                  socket_ring_capacity)
+from .syncblock import SyncBlock, layout_words
 
 SHM_DIR = "/dev/shm"
 
@@ -40,13 +42,18 @@ class Layout:
         for _ in range(cfg.ncpus):
             self.cpu.append(off)
             off = _align(off + CPU_SLOTS * 8)
-        self.ring_size = cfg["ethtool.rx_ring"]
+        self.sync = off
+        off = _align(off + 8 * layout_words(cfg.ncpus, cfg.nqueues))
+        self.futex = off
+        off = _align(off + SyncBlock.futex_bytes(cfg.ncpus))
+        self.ring_size = rx_staging_capacity(cfg["ethtool.rx_ring"])
         self.rx = []
         start = off
         for _ in range(cfg.nqueues):
             self.rx.append(off)
             off = _align(off + ring_bytes(SKB, self.ring_size))
-        self.parts.append((off - start, f"ethtool.rx_ring={self.ring_size} x "
+        self.parts.append((off - start, f"ethtool.rx_ring={cfg['ethtool.rx_ring']} "
+                                        f"({self.ring_size} slots) x "
                                         f"ethtool.rx_queues={cfg.nqueues}"))
         mx = cfg["net.core.netdev_max_backlog"]
         self.backlog_cap = backlog_capacity(mx)
@@ -179,6 +186,8 @@ class Views:
         self.buf = buf
         self.layout = layout
         self.nic = nic_block(buf, layout.nic)
+        self.sync = SyncBlock(buf, layout.sync, layout.futex, cfg.ncpus, cfg.nqueues,
+                              cfg.effective_cpu)
         self.cpu = [cpu_block(buf, o) for o in layout.cpu]
         self.rx = [Ring(buf, SKB, layout.ring_size, o) for o in layout.rx]
         self.backlogs = [Ring(buf, SKB, layout.backlog_cap, o) for o in layout.backlog]
@@ -189,8 +198,11 @@ class Views:
         self.flow_tables = [np.ndarray((cnt,), dtype=FLOW, buffer=buf, offset=o) if cnt else None
                             for o, cnt in layout.flow_tables]
 
-    def init_tables(self) -> None:
-        """Owner only, before children start: the locks, the kernel's initial tables."""
+    def init_tables(self, stop_at: int | None = None) -> None:
+        """Owner only, before children start: the locks, the kernel's initial tables, the
+        sync block (the run ends at stop_at emulated ns at the latest)."""
+        from .syncblock import INF
+        self.sync.init(INF if stop_at is None else stop_at)
         for off in self.layout.backlog_locks + self.layout.sock_locks:
             init_lock(self.buf, off)
         if self.sock_flow is not None:

@@ -23,7 +23,9 @@ HEAD = 128
 
 SKB = np.dtype([
     ("seq", "<u8"),       # NIC-wide sequence number of the (first) frame: proves no loss/dup
-    ("ts", "<u8"),        # emulated ns at which the NIC DMA'd the frame
+    ("ts", "<u8"),        # emulated time from which the consumer sees it: the frame's arrival
+                          # in an RX ring, the enqueue time plus the cross-CPU latency in a
+                          # backlog
     ("hash", "<u4"),      # skb->hash (the NIC's RSS hash, or a software hash)
     ("len", "<u4"),       # skb->len: wire bytes, Ethernet header included, no FCS
     ("segs", "<u2"),      # gso_segs: wire frames merged into this skb by GRO (1 if none)
@@ -31,7 +33,8 @@ SKB = np.dtype([
     ("l4_hash", "u1"),    # 1 if hash covers the L4 ports (PKT_HASH_TYPE_L4), 0 for L3
     ("src", "u1"),        # index of the traffic source (per-source accounting)
     ("sw_hash", "u1"),    # 1 once skb_get_hash() replaced an L3 hash by a software one
-    ("_pad", "V2"),
+    ("ring_drop", "u1"),  # in an RX ring: 1 once the driver judged the frame dropped there
+    ("_pad", "V1"),
     ("head", "u1", (HEAD,)),
 ])
 assert SKB.itemsize == 160
@@ -44,8 +47,9 @@ SOCK_ENTRY = np.dtype([
     ("src", "u1"),        # traffic source (per-source accounting)
     ("_pad", "u1"),
     ("segs", "<u2"),      # wire frames in the skb (1 unless GRO merged)
+    ("ts", "<u8"),        # emulated time from which the reader sees it (see SKB's ts)
 ])
-assert SOCK_ENTRY.itemsize == 24
+assert SOCK_ENTRY.itemsize == 32
 
 FLOW = np.dtype([("cpu", "<u4"), ("last_qtail", "<u4")])
 RPS_NO_CPU = 0xFFFF       # an empty sock-flow or dev-flow entry (include/net/rps.h)
@@ -106,3 +110,9 @@ def backlog_capacity(netdev_max_backlog: int) -> int:
 
 def empty(n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=SKB)
+
+
+def rx_staging_capacity(rx_ring: int) -> int:
+    """Slots of an RX ring in memory: more than its rx_ring descriptors, so the NIC can write
+    ahead of the CPUs' time (the driver admits at most rx_ring of them, see emu.ring)."""
+    return max(2048, 4 * (1 << (int(rx_ring) - 1).bit_length()))

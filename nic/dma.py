@@ -1,39 +1,20 @@
-"""DMA of arriving frames into the RX rings: what fits is written, a full ring drops.
+"""The frames that reach the NIC, steered to their queues: what the NIC DMAs into each RX
+ring, in arrival order, each stamped with its arrival time.
 
-Which frames a full ring drops is decided before any frame is built (a flow's queue is
-fixed), so an overloaded NIC spends no time building frames it then throws away. Frames
-claim ring slots in arrival order, across sources, so the earliest frames of a burst win.
-Per-queue packet and byte counts are the NIC's own (hardware) counters, kept at DMA time.
+Whether a frame finds a free descriptor is the driver's call when its time comes (see
+emu.ring and cpus.driver.rx_take): the NIC writes every frame ahead of the CPUs' time, so
+which frames a full ring drops cannot depend on how far the processes have got.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from emu.counters import SRC_RING_DROP0, SRC_SENT0, N, Q_BYTES, Q_DROPS, Q_PACKETS, nq
+from emu.counters import SRC_SENT0, N
 from emu.jit import kernel
 from emu.skb import SKB, empty
 
 _V_SKB = np.dtype((np.void, SKB.itemsize))
-
-
-@kernel
-def admit(queue, free, drops):
-    """Frames in arrival order claim a slot of their queue's ring while one is free.
-
-    queue: each frame's queue; free: free slots per queue (consumed here); drops: per-queue
-    drop counts (added to). Returns the keep mask.
-    """
-    keep = np.empty(queue.shape[0], dtype=np.bool_)
-    for i in range(queue.shape[0]):
-        q = queue[i]
-        if free[q] > 0:
-            free[q] -= 1
-            keep[i] = True
-        else:
-            drops[q] += 1
-            keep[i] = False
-    return keep
 
 
 @kernel
@@ -53,67 +34,42 @@ def group_by_queue(queue, nqueues):
     return perm, counts
 
 
-def dma_arrivals(sources, t_from: int, t_to: int, seq: int, rings, c: np.ndarray) -> int:
-    """DMA the frames of every source that arrive in (t_from, t_to]; return the next seq.
+def generate(sources, t_from: int, t_to: int, seq: int, nqueues: int,
+             c: np.ndarray) -> tuple[list, int]:
+    """The frames of every source that arrive in (t_from, t_to], built and steered: one
+    SKB array per queue (arrival order; None for a queue with none), and the next seq.
 
-    c is the NIC counter block (emu.counters N slots and per-queue / per-source slots).
+    c is the NIC counter block: frames and bytes sent per source and in all are counted here.
     """
-    parts = []
+    batches = []
     for src in sources:
         ts, flow = src.arrivals(t_from, t_to)
-        if len(ts):
-            parts.append((src, ts, flow, seq))
-            seq += len(ts)
-    if not parts:
-        return seq
-    nqueues = len(rings)
-    free = np.array([r.free() for r in rings], dtype=np.int64)
-    drops = np.zeros(nqueues, dtype=np.int64)
-    if len(parts) == 1:
-        src, ts, flow, _ = parts[0]
-        keeps = [admit(src.flow_queue[flow], free, drops)]
-    else:
-        ts_all = np.concatenate([p[1] for p in parts])
-        q_all = np.concatenate([p[0].flow_queue[p[2]] for p in parts])
-        order = np.argsort(ts_all, kind="stable")
-        keep = np.empty(len(order), dtype=bool)
-        keep[order] = admit(q_all[order], free, drops)
-        bounds = np.cumsum([0] + [len(p[1]) for p in parts])
-        keeps = [keep[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    for q in np.flatnonzero(drops):
-        c[nq(int(q), Q_DROPS)] += int(drops[q])
-    batches = []
-    for (src, ts, flow, seq0), k in zip(parts, keeps):
         n = len(ts)
-        kept = int(np.count_nonzero(k))
+        if not n:
+            continue
+        batches.append(src.make_batch(ts, flow, seq))
+        seq += n
         c[SRC_SENT0 + src.index] += n
         c[N.GENERATED] += n
         c[N.GENERATED_BYTES] += n * src.frame_len
-        if kept < n:
-            c[SRC_RING_DROP0 + src.index] += n - kept
-        if kept:
-            batches.append(src.make_batch(ts, flow, seq0, keep=k if kept < n else None))
+    out = [None] * nqueues
     if not batches:
-        return seq
+        return out, seq
     batch = batches[0] if len(batches) == 1 else np.concatenate(batches)
     if len(batches) > 1:
         batch = batch[np.argsort(batch["ts"], kind="stable")]
-    if nqueues > 1:
-        perm, counts = group_by_queue(np.ascontiguousarray(batch["queue"]), nqueues)
-        batch = batch.view(_V_SKB)[perm].view(SKB)   # raw records: a structured take is slow
-    else:
-        counts = np.array([len(batch)])
+    if nqueues == 1:
+        out[0] = batch
+        return out, seq
+    perm, counts = group_by_queue(np.ascontiguousarray(batch["queue"]), nqueues)
+    batch = batch.view(_V_SKB)[perm].view(SKB)   # raw records: a structured take is slow
     at = 0
     for q in range(nqueues):
         k = int(counts[q])
-        if not k:
-            continue
-        sub = batch[at:at + k]
-        at += k
-        written = rings[q].push(sub)      # fits: only the NIC produces into its rings
-        c[nq(q, Q_PACKETS)] += written
-        c[nq(q, Q_BYTES)] += int(sub["len"].sum())
-    return seq
+        if k:
+            out[q] = batch[at:at + k]
+            at += k
+    return out, seq
 
 
 def warm(sources, nqueues: int) -> None:
@@ -122,12 +78,8 @@ def warm(sources, nqueues: int) -> None:
     for src in sources:
         saved = src.flows.state.copy()          # the warm-up frames must not use an id
         src.make_batch(np.zeros(1, dtype=np.uint64), np.zeros(1, dtype=np.int64), 0)
-        src.make_batch(np.zeros(1, dtype=np.uint64), np.zeros(1, dtype=np.int64), 0,
-                       keep=np.ones(1, dtype=bool))
         src.flows.state = saved
-        q = src.flow_queue[np.zeros(1, dtype=np.int64)]
-        admit(q, np.zeros(nqueues, dtype=np.int64), np.zeros(nqueues, dtype=np.int64))
-    # contiguous, as dma_arrivals passes it: a kernel meeting a new array layout compiles
+    # contiguous, as generate passes it: a kernel meeting a new array layout compiles
     # then, inside traffic (a field view is contiguous only when it has one record)
     group_by_queue(np.ascontiguousarray(empty(2)["queue"]), nqueues)
 

@@ -1,10 +1,15 @@
-"""A host of pure Cpus in one process, on virtual clocks, for unit tests.
+"""Hosts of pure Cpus in one process, for unit tests.
 
 The memory is the run's layout in private memory (emu.shm.private) and the kernel objects
 over it are built by cpus.host.attach, exactly as a CPU process builds them over shared
-memory. Each Cpu has its own VirtualClock (a CPU's work advances only its own time); IRQs
-and IPIs are queued per CPU and taken at the CPU's next irq_point(), as the process shell
-does with its ZeroMQ inbox.
+memory. Each Cpu has its own CpuTime (a CPU's work advances only its own time).
+
+Host drives the Cpus by hand: the test writes frames into the rings (dma), raises an
+interrupt (raise_irq: the CPU takes it after the frames' arrival), and runs CPUs until they
+are idle; IRQs and IPIs are queued per CPU and taken at its next irq_point().
+
+AgentHost runs a whole host through the real time synchronization: a CpuAgent per CPU and
+the NicAgent, each on its thread, advanced in time order by emu.inproc's baton.
 """
 
 from __future__ import annotations
@@ -15,10 +20,9 @@ import numpy as np
 
 from cpus.host import attach
 from cpus.kernel import Cpu
-from emu.clock import CpuTime, VirtualClock
+from emu.clock import CpuTime
 from emu.config import resolve
 from emu.counters import T0
-from emu.ring import RX_IRQ_MASKED
 from emu.shm import private
 from nic.rss import Rss
 from nic.traffic import Source
@@ -46,11 +50,11 @@ class Host:
         self.sockets = net.socks.sockets
         self.sock_table = net.sock_table
         self.flow_tables = views.flow_tables
-        self.clocks = [VirtualClock() for _ in range(n)]
         self.inbox = [deque() for _ in range(n)]
         self.cpus = []
+        self.last_ts = [0] * cfg.nqueues
         for c in range(n):
-            t = CpuTime(self.clocks[c], self.counters[c][T0:T0 + 7])
+            t = CpuTime(self.counters[c][T0:T0 + 7])
             cpu = Cpu(c, net, t, self.counters[c], self.rx)
             cpu.set_irq_point(self._irq_point(c))
             cpu.sd.send_ipi = lambda target, c=c: self.inbox[target].append(("rps", c))
@@ -83,14 +87,20 @@ class Host:
         return b
 
     def dma(self, batch: np.ndarray) -> int:
-        """Write frames into their rings (what fits); return how many were written."""
+        """Write frames into their rings' slots (what fits); return how many were written.
+        The driver judges them against the ring's rx_ring descriptors when it polls."""
         written = 0
         for q in np.unique(batch["queue"]):
-            written += self.rx[int(q)].push(batch[batch["queue"] == q])
+            mine = batch[batch["queue"] == q]
+            written += self.rx[int(q)].push(mine)
+            if len(mine):
+                self.last_ts[int(q)] = max(self.last_ts[int(q)], int(mine["ts"].max()))
         return written
 
     def raise_irq(self, q: int, cpu: int) -> None:
-        self.rx[q].set_user(RX_IRQ_MASKED, 1)
+        """Queue q's interrupt to cpu, after the frames written so far have arrived (an idle
+        CPU waits for it until then)."""
+        self.cpus[cpu].time.idle_until(self.last_ts[q])
         self.inbox[cpu].append(("irq", q))
 
     def run(self, c: int, steps: int = 1000) -> None:
@@ -110,3 +120,40 @@ class Host:
                 busy |= bool(self.inbox[c])
             if not busy:
                 return
+
+
+class AgentHost:
+    """A whole host (the NIC and every CPU as agents) in one process, run through the time
+    synchronization to the end of traffic (duration_ns) and until it is quiet."""
+
+    def __init__(self, sets=(), ncpus: int = 4, sources: list[dict] | None = None,
+                 duration_ns: int = 2_000_000, drain_ns: int = 1_000_000):
+        from cpus.agent import CpuAgent
+        from emu.inproc import Baton, BatonPort
+        from emu.timesync import Sync
+        from nic.agent import NicAgent
+        self.base = base = Host(sets, ncpus, sources)
+        cfg = self.cfg = base.cfg
+        views = base.views
+        sb = self.sb = views.sync
+        sb.init(duration_ns + drain_ns)
+        names = [f"cpu{c}" for c in range(cfg.ncpus)] + ["nic"]
+        self.baton = Baton(sb, names)
+        costs = base.net.costs
+        self.agents = []
+        for c, cpu in enumerate(base.cpus):
+            sync = Sync(sb, c, costs.lat_ipi, costs.lat_cacheline, BatonPort(self.baton, c))
+            self.agents.append(CpuAgent(cpu, sync, views.rx, cfg["ethtool.rx_usecs"],
+                                           cfg["ethtool.rx_frames"]))
+        nic_sync = Sync(sb, cfg.ncpus, costs.lat_ipi, costs.lat_cacheline,
+                        BatonPort(self.baton, cfg.ncpus))
+        self.nic = NicAgent(base.sources, views.rx, nic_sync, views.nic, cfg.effective_cpu,
+                            cfg["ethtool.rx_usecs"], cfg["ethtool.rx_frames"],
+                            cfg["ethtool.rx_ring"], costs.lat_mmio, costs.lat_msi, duration_ns)
+        self.agents.append(self.nic)
+        self.counters = base.counters
+        self.views = views
+
+    def run(self, timeout_s: float = 120.0) -> None:
+        from emu.inproc import run_agents
+        run_agents(self.baton, self.agents, timeout_s)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cpus.driver as driver
-from cpus.driver import rx_clean, rx_clean_udp
+from cpus.driver import rx_take, udp_entries
 from emu.counters import C
 from emu.ring import Ring
 from emu.skb import SKB
@@ -64,12 +64,12 @@ def same(a, b):
 def run_pair(sources, nbatches, per_batch, sets=(), corrupt=None, monkeypatch=None):
     calls = {"fast": 0}
     if monkeypatch is not None:
-        real = driver.rx_clean_udp
+        real = driver.udp_entries
 
         def counting(*args):
             calls["fast"] += 1
             return real(*args)
-        monkeypatch.setattr(driver, "rx_clean_udp", counting)
+        monkeypatch.setattr(driver, "udp_entries", counting)
     fast, slow = make(sources, sets), make(sources, sets, fast=False)
     for h in (fast, slow):
         batches = [np.concatenate([h.frames(i, per_batch, t0=k * 10**6)
@@ -120,31 +120,32 @@ def test_rps_disables_the_fast_path_on_its_queue():
     assert h.cpus[0].driver.udp_fast == [False, True]
 
 
-def test_rx_clean_wraps_around_the_ring():
+def test_rx_take_wraps_around_the_ring():
     ring = Ring.local(SKB, 8)
     b = np.zeros(8, dtype=SKB)
     b["seq"] = np.arange(8)
     ring.push(b[:6])
     ring.hdr[8] = 6                                   # consumer at 6: the next 5 slots wrap
+    ring.hdr[16 + 6] = 6                              # ... and everything before it judged
     b["seq"] = np.arange(100, 108)
     assert ring.push(b[:5]) == 5
     out = np.zeros((5, SKB.itemsize), dtype=np.uint8)
-    rx_clean(ring.raw, 6, 5, out)
+    drops = np.zeros(16, dtype=np.uint64)
+    taken, cons, late, early = rx_take(ring.raw, ring.hdr, 0, 5, 512, out, drops)
+    assert (taken, cons, late, early) == (5, 11, 0, 0)
     assert out.view(SKB).reshape(5)["seq"].tolist() == [100, 101, 102, 103, 104]
 
 
-def test_rx_clean_udp_refuses_a_tcp_frame():
+def test_udp_entries_refuses_a_tcp_frame():
     h = make([UDP, TCP])
     b = np.concatenate([h.frames(0, 3), h.frames(1, 1)])
-    ring = Ring.local(SKB, 8)
-    ring.push(b)
-    out = np.zeros((4, SKB.itemsize), dtype=np.uint8)
-    ent = np.zeros((4, 24), dtype=np.uint8)
+    raw = b.view(np.uint8).reshape(4, SKB.itemsize)
+    ent = np.zeros((4, 32), dtype=np.uint8)
     socks = h.cpus[0].net.socks
-    ok, counts = rx_clean_udp(ring.raw, 0, 4, out, socks.port_map, len(socks), ent)
+    stamps = socks.stamps(0, 0, 100)
+    ok, counts = udp_entries(raw, socks.port_map, len(socks), ent, stamps)
     assert not ok
-    assert np.array_equal(out.view(SKB).reshape(4), b)          # still copied for the slow path
-    ok, counts = rx_clean_udp(ring.raw, 0, 3, out, socks.port_map, len(socks), ent)
+    ok, counts = udp_entries(raw[:3], socks.port_map, len(socks), ent[:3], stamps)
     assert ok and counts.sum() == 3
 
 
@@ -154,6 +155,7 @@ def test_a_poll_budget_above_the_weight_grows_the_scratch(budget):
     cpu = h.cpus[0]
     b = h.frames(0, 300)
     h.dma(b[b["queue"] == 0])
+    cpu.time.idle_until(h.last_ts[0])               # every frame has arrived
     n = cpu.driver.napis[0]
     n.state = 1                                       # scheduled, as napi_poll requires
     work = cpu.driver.poll(n, budget)
@@ -161,20 +163,20 @@ def test_a_poll_budget_above_the_weight_grows_the_scratch(budget):
     assert cpu.counters[C.PROCESSED] == work
 
 
-# -- RPS by the map alone (cpus.driver.rx_clean_rps) ------------------------------------------
+# -- RPS by the map alone (cpus.driver.rps_group) ------------------------------------------
 
 RPS = ["sys.class.net.eth0.queues.rx-0.rps_cpus=3", "sys.class.net.eth0.queues.rx-1.rps_cpus=3"]
 
 
 def counting_rps(monkeypatch):
     calls = {"taken": 0, "refused": 0}
-    real = driver.rx_clean_rps
+    real = driver.rps_group
 
     def wrapper(*args):
         taken, counts = real(*args)
         calls["taken" if taken else "refused"] += 1
         return taken, counts
-    monkeypatch.setattr(driver, "rx_clean_rps", wrapper)
+    monkeypatch.setattr(driver, "rps_group", wrapper)
     return calls
 
 

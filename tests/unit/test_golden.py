@@ -1,10 +1,10 @@
-"""Every counter of whole emulated hosts on virtual clocks, against a recorded golden copy.
+"""Every counter of whole emulated hosts, against a recorded golden copy.
 
-The hosts run in one process (tests/unit/harness.py): frames are DMA'd into the rings, the
-IRQs raised, every CPU run until idle, round after round, on scenarios that reach every
-path (the compiled UDP poll, GRO, RPS by the map, RFS, flow limit, a full ring, rcvbuf
-drops, a connected socket). A refactor that must not change behaviour must leave every
-number identical; a change that means to change behaviour regenerates the copy with
+The hosts run in one process through the real time synchronization (harness.AgentHost: the
+NIC and every CPU as agents, advanced in time order, deterministically), on scenarios that
+reach every path (the compiled UDP poll, GRO, RPS by the map, RFS, flow limit, a full ring,
+rcvbuf drops, a connected socket). A refactor that must not change behaviour must leave
+every number identical; a change that means to change behaviour regenerates the copy with
 `EMU_GOLDEN=write` and says why in its commit.
 """
 
@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emu.counters import C
+from emu.counters import C, N
+from emu.ring import RX_DROPS, RX_IRQS, RX_PACKETS, USER0
 
-from .harness import Host
+from .harness import AgentHost
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -37,7 +38,8 @@ ALL_ON_0 = [f"proc.irq.{120 + q}.smp_affinity=1" for q in range(4)]
 
 SCENARIOS = {
     "default": ([], [UDP, TCP]),
-    "small_ring": (["ethtool.rx_ring=64", "net.core.rmem_default=30000"], [UDP]),
+    "small_ring": (["ethtool.rx_ring=64", "net.core.rmem_default=30000", "cost.netif_receive=6000"],
+                   [UDP]),
     "rps_map": (["sys.class.net.eth0.queues.rx-0.rps_cpus=e", "ethtool.speed=100000"] + ALL_ON_0,
                 [UDP, TCP]),
     "rfs": (["net.core.rps_sock_flow_entries=4096", "ethtool.speed=100000",
@@ -51,36 +53,23 @@ SCENARIOS = {
 }
 
 
-def _run(sets, sources, rounds=30, step_ns=40_000):
-    h = Host(sets, ncpus=4, sources=sources)
-    t = 0
-    for _ in range(rounds):
-        parts = [src.arrivals(t, t + step_ns) for src in h.sources]
-        batches = []
-        for i, (ts, flow) in enumerate(parts):
-            if len(ts):
-                batches.append(h.sources[i].make_batch(ts, flow, h.seq))
-                h.seq += len(ts)
-        if batches:
-            b = np.concatenate(batches)
-            h.dma(b[np.argsort(b["ts"], kind="stable")])
-        for q in range(h.cfg.nqueues):
-            if len(h.rx[q]):
-                target = [c for c in range(h.cfg.ncpus) if h.cfg.irq_affinity(q) >> c & 1][0]
-                if not h.rx[q].user(0):
-                    h.raise_irq(q, target)
-        h.run_all()
-        t += step_ns
+def _run(sets, sources, duration_ns=1_200_000):
+    h = AgentHost(sets, ncpus=4, sources=sources, duration_ns=duration_ns, drain_ns=200_000)
+    h.run()
     out = {"cpus": [], "sockets": [], "backlogs": []}
     for c in range(h.cfg.ncpus):
         ctr = h.counters[c]
         out["cpus"].append({C(i).name: int(v) for i, v in enumerate(ctr) if v})
-    for s in h.sockets:
+    for s in h.base.sockets:
         out["sockets"].append({"queued": len(s.ring), "rmem": s.rmem(), "drops": s.drops(),
                                "seqs": [int(x) for x in s.ring.pop(1 << 20)["seq"]]})
-    for b in h.backlogs:
+    for b in h.base.backlogs:
         out["backlogs"].append({"qlen": len(b.ring), "dropped": b.dropped, "head": b.head})
-    out["rings"] = [len(r) for r in h.rx]
+    out["rings"] = [{"queued": len(r), "packets": int(r.hdr[USER0 + RX_PACKETS]),
+                     "drops": int(r.hdr[USER0 + RX_DROPS]), "irqs": int(r.hdr[USER0 + RX_IRQS])}
+                    for r in h.views.rx]
+    out["nic"] = {N(i).name: int(v) for i, v in enumerate(h.views.nic) if v and
+                  N(i).name not in ("LOOPS",)}
     return out
 
 

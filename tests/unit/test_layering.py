@@ -22,7 +22,8 @@ PACKAGES = ("emu", "cpus", "nic")
 SHELLS = {
     "emu.__main__", "emu.cli", "emu.run", "emu.cluster", "emu.child", "emu.preload",
     "emu.lifecycle", "emu.rundir", "emu.shm", "emu.shmlock", "emu.kcache", "emu.jit",
-    "emu.futex", "cpus.process", "cpus.host", "nic.process",
+    "emu.futex", "emu.futexc", "emu.syncwait", "emu.inproc", "cpus.process", "cpus.host",
+    "nic.process",
 }
 LEAVES = {"emu.jit"}
 FORBIDDEN_EXTERNAL = {"zmq", "multiprocessing", "time", "os", "threading", "socket", "signal",

@@ -62,10 +62,13 @@ def _nic_turns():
     jit.warm_all()                                 # as the NIC process does
     dma.warm(sources, cfg.nqueues)
     before = signatures(_kernels("nic.", "emu."))
-    rings = [Ring.local(SKB, 512) for _ in range(cfg.nqueues)]
+    rings = [Ring.local(SKB, 4096) for _ in range(cfg.nqueues)]
     seq, t = 0, 0
     for step in (1, 50, 2_000_000, 3):             # ns: turns of 0-1 frames and of thousands
-        seq = dma.dma_arrivals(sources, t, t + step, seq, rings, nic_block())
+        out, seq = dma.generate(sources, t, t + step, seq, cfg.nqueues, nic_block())
+        for q, b in enumerate(out):
+            if b is not None:
+                rings[q].push(b)
         t += step
     return before, signatures(_kernels("nic.", "emu."))
 

@@ -1,0 +1,186 @@
+"""One CPU as an agent of the time synchronization (emu.timesync): its scheduler loop, and
+the hooks through which its kernel reaches the other agents.
+
+The loop is the one a CPU runs: take the interrupts that are due, run the next task for a
+slice, and when nothing is runnable, idle until the next interrupt. Every step happens at
+the CPU's own emulated time (cpus.kernel.Cpu charges the cost table) and only once the
+synchronization allows it: before the kernel reads or writes state another agent shares
+(a backlog, a socket, an RX ring, another CPU's flags) it calls ``sd.sync()``, which
+returns once no effect of another agent can still reach this CPU at that time.
+
+What crosses to another agent carries the time it takes effect: an RPS or reschedule IPI
+takes effect lat_ipi after it is sent, the driver's unmask of a queue reaches the NIC
+lat_mmio after the write and the NIC's interrupt lat_msi after it fires, a backlog or
+socket entry is seen by another CPU lat_cacheline after it is queued (cpus.backlog,
+cpus.sock stamp them).
+
+Pure logic: the Sync's port decides whether this runs in a process of its own
+(cpus/process.py) or as one of several agents in one process (emu.inproc).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Callable
+
+import numpy as np
+
+from emu.coalesce import irq_time
+from emu.counters import C
+from emu.ring import (CONS, PROD, RX_FRONTIER, RX_IRQS, RX_NIC_WAITS, RX_READ_AT, RX_SETTLED,
+                      RX_UNMASK_AT, RX_UNMASK_GEN, USER0)
+from emu.timesync import INF, IPI_RES, IPI_RPS, IRQ, WAIT_ON, Stopped, full_fence
+
+from .kernel import Cpu
+
+_NOW = int(C.NOW)
+_LOOPS = int(C.LOOPS)
+_EARLY_EVENTS = int(C.EARLY_EVENTS)
+_LATE_MSGS = int(C.LATE_MSGS)
+
+
+def _noop() -> None:
+    return None
+
+
+class CpuAgent:
+    def __init__(self, cpu: Cpu, sync, rings, rx_usecs: int, rx_frames: int):
+        self.cpu = cpu
+        self.time = cpu.time
+        self.counters = cpu.counters
+        self.sync = sync
+        self.rings = rings
+        costs = cpu.net.costs
+        self.lat_ipi = costs.lat_ipi
+        self.lat_mmio, self.lat_msi = costs.lat_mmio, costs.lat_msi
+        self.rx_usecs, self.rx_frames = int(rx_usecs), int(rx_frames)
+        self.rx_ring = cpu.net.knobs.rx_ring
+        sd = cpu.sd
+        sd.sync = self.sync_now
+        cpu.app.sync = self.sync_now
+        sd.frames_ready = self.frames_ready
+        sd.rx_consumed = self.rx_consumed
+        sd.unmask_irq = self.unmask_irq
+        sd.send_ipi = self.send_ipi
+        cpu.tasks.wake_remote = self.wake_remote
+        cpu.set_irq_point(self.irq_point)
+        sync.frames_check = self.frames_check
+        self.tick: Callable[[], None] = _noop          # the shell's hook, once per turn
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until the run's end (STOP_AT), or until the run is stopped at once."""
+        sync, time, cpu, counters = self.sync, self.time, self.cpu, self.counters
+        try:
+            while True:
+                stop_at = sync.stop_at()
+                if time.t >= stop_at:
+                    break
+                self.tick()
+                sync.pace(time.t)
+                self.irq_point()
+                ran = cpu.schedule()
+                counters[_NOW] = time.t
+                counters[_LOOPS] += 1
+                if not ran:
+                    time.idle_until(sync.wait_idle(stop_at))
+        except Stopped:
+            pass
+        end = sync.stop_at()
+        if time.t < end < INF:
+            time.idle_until(end)
+        counters[_NOW] = time.t
+        counters[_LATE_MSGS] = sync.late_msgs
+        sync.finish()
+
+    def sync_now(self) -> None:
+        self.sync.until(self.time.t)
+
+    def irq_point(self) -> None:
+        """Take the interrupts due now (interrupts are enabled here)."""
+        sync, time, cpu = self.sync, self.time, self.cpu
+        sync.until_msgs(time.t)
+        heap = sync.heap
+        while heap and heap[0][0] <= time.t:
+            te, _seq, kind, arg, _src = heapq.heappop(heap)
+            if te > time.t:
+                self.counters[_EARLY_EVENTS] += 1
+            if kind == IRQ:
+                cpu.hardirq(arg)
+            elif kind == IPI_RPS:
+                cpu.ipi_rps()
+            elif kind == IPI_RES:
+                cpu.ipi_resched()
+            sync.until_msgs(time.t)
+
+    # -- to other CPUs ---------------------------------------------------------------------
+    def send_ipi(self, target: int) -> None:
+        """The RPS IPI (smp_call_function_single_async), taken lat_ipi later."""
+        self.sync.send(target, IPI_RPS, self.time.t + self.lat_ipi, self.cpu.id)
+
+    def wake_remote(self, target: int) -> None:
+        """The reschedule IPI of a remote try_to_wake_up."""
+        self.sync.send(target, IPI_RES, self.time.t + self.lat_ipi, self.cpu.id)
+
+    # -- the RX rings and the NIC ----------------------------------------------------------
+    def frames_check(self, q: int, t: int) -> bool:
+        hdr = self.rings[q].hdr
+        return (int(hdr[USER0 + RX_FRONTIER]) >= t
+                or int(hdr[PROD]) - int(hdr[CONS]) >= self.rings[q].capacity)
+
+    def frames_ready(self, q: int, t: int) -> bool:
+        """True once every frame of queue q arriving by t is in the slots; False if the
+        slots are full first (the driver then frees some)."""
+        hdr = self.rings[q].hdr
+        if int(hdr[USER0 + RX_FRONTIER]) >= t:
+            return True
+        self.sync.wait_frames(q, t)
+        return int(hdr[USER0 + RX_FRONTIER]) >= t
+
+    def rx_consumed(self, q: int) -> None:
+        """The driver released slots of queue q: wake the NIC if it waits for room."""
+        hdr = self.rings[q].hdr
+        full_fence()                         # the consumer index, then the NIC's flag
+        if hdr[USER0 + RX_NIC_WAITS]:
+            sb = self.sync.sb
+            self.sync.port.wake(sb.nic)
+
+    def unmask_irq(self, q: int, read_at: int) -> None:
+        """EIMS after napi_complete_done: the NIC may interrupt again. The NIC sees the
+        write lat_mmio later, and its interrupt takes effect lat_msi after it fires.
+
+        When the frames that decide the interrupt already in the slots (the NIC writes
+        ahead), this CPU applies the NIC's moderation rule to them itself (emu.coalesce):
+        the interrupt goes straight into its own event heap, and the NIC, seeing the unmask
+        settled, sends nothing. Otherwise the NIC settles it when its frames exist, and
+        until then the queue's bound in the sync block says how early it could come."""
+        ring = self.rings[q]
+        hdr = ring.hdr
+        u = self.time.t
+        gen = int(hdr[USER0 + RX_UNMASK_GEN]) + 1
+        hdr[USER0 + RX_UNMASK_AT] = u
+        hdr[USER0 + RX_READ_AT] = read_at
+        T = self._settle(ring, u + self.lat_mmio, read_at)
+        if T is not None:
+            hdr[USER0 + RX_SETTLED] = gen
+            hdr[USER0 + RX_IRQS] += 1
+            self.sync.expect_own(T + self.lat_msi, IRQ, q)
+            hdr[USER0 + RX_UNMASK_GEN] = gen
+            return
+        self.sync.expect_irq(q, u + self.lat_mmio + self.lat_msi)
+        hdr[USER0 + RX_UNMASK_GEN] = gen
+        full_fence()
+        sb = self.sync.sb
+        if sb.agents[sb.nic, WAIT_ON]:
+            self.sync.port.wake(sb.nic)
+
+    def _settle(self, ring, armed_at: int, read_at: int):
+        """The interrupt's time from the frames already written, or None."""
+        hdr = ring.hdr
+        cons, prod = int(hdr[CONS]), int(hdr[PROD])
+        n = min(prod - cons, self.rx_ring)
+        idx = np.arange(cons, cons + n) & ring.mask
+        T, _lb = irq_time(armed_at, read_at, ring.slots["ts"][idx],
+                          int(hdr[USER0 + RX_FRONTIER]), self.rx_usecs, self.rx_frames,
+                          self.rx_ring)
+        return T

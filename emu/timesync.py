@@ -1,0 +1,507 @@
+"""Conservative synchronization of emulated time between the agents of one host.
+
+Each agent (every CPU, and the NIC) owns its emulated time and publishes it here, in shared
+memory. A CPU may act at time t (take an interrupt, read or write state another agent
+touches) only once no other agent can still produce an effect on it that takes effect at t
+or before. That is Chandy-Misra-Bryant conservative synchronization with lookahead, as
+parallel simulators use it (SimBricks synchronizes each pair of simulators over the latency
+of their link): every effect that crosses agents has a modelled minimum latency (the
+[cost] lat_* keys), the smallest between CPUs being the lookahead L, so a CPU's horizon is
+the earliest time another agent's effect can still reach it.
+
+What each agent publishes, one word (PUB) each, written by that agent only:
+- busy at time t: ``t << 1``. Whatever it does from now on happens at t or later, so its
+  effects on others take effect at t + L or later.
+- idle: ``(next << 1) | 1``, next being its own next event (a pending interrupt's time) or
+  INF. It acts again at next, or when another agent's effect reaches it, so its bound is
+  relayed from the others' (an idle agent never holds anybody back by itself).
+
+Effects in flight are bounds too, so nothing is lost between the words:
+- a message (IRQ, IPI) from s to r: SENT[s, r] counts them, TAKEN[s, r] counts those r has
+  taken into its event heap, FIRST[s, r] is a lower bound of the earliest one's time (the
+  time of the message that found the channel empty; messages of one pair are in time order).
+- an RX queue's interrupt: QBOUND[q] is the earliest time it can take effect on the queue's
+  CPU. The driver writes u + lat_mmio + lat_msi when it unmasks the queue at u; the NIC
+  raises it as it learns more and writes the exact time when it sends the interrupt; the
+  CPU writes INF when it has taken the interrupt into its heap.
+A bound moves from one word to another (from a sender's PUB to a channel, from a channel to
+the receiver's heap and PUB) by writing the new word first, then adding 1 to VERSION, then
+releasing the old one; horizon() reads every word between two equal reads of VERSION (a
+seqlock), so it never misses a bound in transit.
+
+horizon() computes, from these words alone, the earliest time any effect can still reach a
+CPU. With one L between every pair of CPUs the fixed point needs no graph search: an idle
+CPU's bound is its own next event, or the earliest other CPU's bound plus L. The agent it is
+bounded by (``by``) is the one whose progress lets it go: a CPU at its horizon registers
+itself as waiting for that agent and blocks (processes outnumber cores: no spinning); the
+agent wakes it when its published time passes the threshold.
+
+Sync is one agent's end of all this: its cached horizon, its event heap (the messages it
+has taken, by time), sending, and waiting. How it blocks, wakes another agent and moves
+messages is its Port's business (a futex and ZeroMQ between processes, emu.syncwait; a
+baton between threads in one process, emu.inproc), so the same agents run either way.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from . import atomic
+from .jit import kernel
+
+from .syncblock import (AGENT_WORDS, FINISHED, FRAMES_Q, GLOBAL_WORDS, INF, IPI_RES,  # noqa: F401
+                        IPI_RPS, IRQ, NEED, PACE_T0, PACE_TDF_MILLI, PUB, RUNNING, STATE,
+                        STOP_AT, THRESH, VERSION, VIA, WAIT_NS, WAIT_ON, WAITS, SyncBlock,
+                        busy, idle, layout_words)
+
+WAIT_SLICE_NS = 50_000_000       # a blocked agent looks at its control channel this often
+
+
+class Stopped(Exception):
+    """The run was told to stop at once, while this agent was waiting."""
+
+
+@kernel
+def nic_bound(qbound, qtarget, cpu):
+    """The earliest time an RX interrupt can still take effect on cpu."""
+    b = INF
+    for q in range(qtarget.shape[0]):
+        if qtarget[q] == cpu:
+            v = np.int64(qbound[q])
+            if v < b:
+                b = v
+    return b
+
+
+@kernel
+def pending_to(sent, taken, first, r):
+    """The earliest time a message on its way to r can take effect (INF: none)."""
+    b = INF
+    for s in range(sent.shape[0]):
+        if sent[s, r] > taken[s, r]:
+            v = np.int64(first[s, r])
+            if v < b:
+                b = v
+    return b
+
+
+@kernel
+def inbox_count(sent, taken, r):
+    """Messages counted as sent to agent r and not taken yet."""
+    n = 0
+    for s in range(sent.shape[0]):
+        n += np.int64(sent[s, r]) - np.int64(taken[s, r])
+    return n
+
+
+@kernel
+def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay):
+    nic = ncpus
+    src = np.empty(ncpus, dtype=np.int64)      # the earliest time CPU j can act
+    root = np.empty(ncpus, dtype=np.int64)     # whose progress moves it (j, or the NIC)
+    via = np.full(ncpus, -1, dtype=np.int64)   # the NIC's bound: for which CPU's queues
+    is_idle = np.zeros(ncpus, dtype=np.bool_)
+    m1 = INF
+    m2 = INF
+    a1 = -1
+    a2 = -1
+    for j in range(ncpus):
+        if j == me:
+            continue
+        v = np.int64(agents[j, PUB])
+        t = v >> 1
+        root[j] = j
+        if (v & 1) == 1:
+            is_idle[j] = True
+            b = nic_bound(qbound, qtarget, j)
+            if b < t:
+                t = b
+                root[j] = nic
+                via[j] = j
+            b = pending_to(sent, taken, first, j)
+            if b <= t:
+                t = b
+                root[j] = j
+                via[j] = -1
+        src[j] = t
+        if t < m1:
+            m2 = m1
+            a2 = a1
+            m1 = t
+            a1 = j
+        elif t < m2:
+            m2 = t
+            a2 = j
+    # effects aimed at me directly: my queues' interrupts, messages on their way to me
+    h = nic_bound(qbound, qtarget, me)
+    by = nic
+    base = h
+    vv = me
+    p = pending_to(sent, taken, first, me)
+    if p <= h:
+        h = p
+        by = me
+        base = p
+        vv = -1
+    for j in range(ncpus):
+        if j == me:
+            continue
+        d = src[j]
+        k = j
+        if is_idle[j]:
+            # woken by the earliest other CPU (not me: my own sends lower my cached horizon)
+            relay = m1
+            rr = a1
+            if j == a1:
+                relay = m2
+                rr = a2
+            if rr >= 0 and relay + l_relay < d:
+                d = relay + l_relay
+                k = rr
+        d = d + l_final
+        if d < h:
+            h = d
+            by = root[k]
+            base = src[k]
+            vv = via[k]
+    if h > INF:
+        h = INF
+    return h, by, base, vv
+
+
+@kernel
+def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay):
+    """(h, by, base, via): no effect of another agent can reach CPU me before h, an effect
+    of a CPU taking l_final after that CPU acts (lat_ipi for an IPI, lat_cacheline for a
+    store), an idle CPU being woken l_relay after another acts (by an IPI). The bound
+    comes from agent by, whose progress moves it: a CPU (its published time, or its next
+    event), the NIC (ncpus: the interrupt bound of CPU via's queues), or me (a message
+    already on its way to me); base is that agent's own bound. All -1 if the words kept
+    changing while it read them (rare; the caller tries again)."""
+    for _ in range(1000):
+        v1 = atomic.load(glob, VERSION)
+        atomic.fence()
+        h, by, base, via = _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus,
+                                         me, l_final, l_relay)
+        atomic.fence()
+        if atomic.load(glob, VERSION) == v1:
+            return h, by, base, via
+    return np.int64(-1), np.int64(-1), np.int64(-1), np.int64(-1)
+
+
+@kernel
+def publish(agents, me, value):
+    """Store this agent's PUB, then (after a full barrier: a waiter registers, then reads
+    PUB) return the mask of agents waiting for it whose threshold the new time passes. A
+    change between busy and idle wakes every one of them: their bound changes kind."""
+    old = agents[me, PUB]
+    atomic.store(agents[me], PUB, np.uint64(value))
+    t = np.int64(value) >> 1
+    flip = (old & np.uint64(1)) != (np.uint64(value) & np.uint64(1))
+    mask = 0
+    for w in range(agents.shape[0]):
+        if agents[w, WAIT_ON] == np.uint64(me + 1):
+            if flip or t >= np.int64(agents[w, THRESH]):
+                mask |= 1 << w
+    return mask
+
+
+@kernel
+def waiting_for(agents, me):
+    """Mask of the agents registered as waiting for agent me (after a full barrier)."""
+    atomic.fence()
+    mask = 0
+    for w in range(agents.shape[0]):
+        if agents[w, WAIT_ON] == np.uint64(me + 1):
+            mask |= 1 << w
+    return mask
+
+
+@kernel
+def register_wait(agents, me, by, thresh, need, frames_q, via):
+    """Say whom this agent waits for and until when, then a full barrier (its next read of
+    the others' words comes after, so a publisher either sees it waiting or it sees the
+    publisher's new time)."""
+    a = agents[me]
+    a[THRESH] = np.uint64(thresh)
+    a[NEED] = np.uint64(need)
+    a[FRAMES_Q] = np.uint64(frames_q)
+    a[VIA] = np.uint64(via + 1)
+    atomic.store(a, WAIT_ON, np.uint64(by + 1))
+
+
+@kernel
+def full_fence():
+    """A full barrier, for Python code between a store and a load of shared words."""
+    atomic.fence()
+
+
+@kernel
+def bump(glob):
+    """VERSION += 1: a bound has its new word; the old one may go after this."""
+    atomic.add(glob, VERSION, np.uint64(1))
+
+
+class Sync:
+    """One agent's end of the synchronization: publishing, its horizon, its event heap,
+    sending, and blocking, through a Port that knows how to block, wake and carry messages:
+
+        port.send(dst, msg)         deliver a message tuple to agent dst
+        port.recv(n)                n messages of this agent's inbox (they are counted in
+                                    SENT, so they are on their way); a list
+        port.seq()                  this agent's wake sequence, read before checking
+        port.block(seq, timeout)    sleep unless woken since seq was read (or the timeout)
+        port.wake(agent)            wake an agent
+        port.wall_ns()              real time, for the wait statistics
+        port.sleep_until(wall_ns)   pacing: sleep until that real time
+        port.stopping()             True when the run must end now (then Stopped is raised)
+    """
+
+    def __init__(self, sb: SyncBlock, me: int, lat_ipi: int, lat_data: int, port):
+        self.sb = sb
+        self.me = me
+        self.ncpus = sb.ncpus
+        self.l_msg = int(lat_ipi)    # another CPU's message takes effect this much later
+        self.l_data = int(lat_data)  # its store is seen this much later (the lookahead L)
+        self.port = port
+        self.h = 0                   # cached horizon: nothing at all can reach me before it
+        self.hm = 0                  # ... no message (IRQ, IPI) before this one
+        self.pub = 0                 # the value last published (the block starts busy at 0)
+        self.heap: list = []         # (te, seq, kind, arg, src) of the messages taken
+        self._seq = 0
+        self.late_msgs = 0           # messages that came after the horizon had passed them
+        # frames_check(q, t): the NIC has written every frame of queue q arriving by t (or
+        # the ring has no room left); set by an agent that reads RX rings
+        self.frames_check = None
+
+    # -- publishing ------------------------------------------------------------------------
+    def _publish(self, value: int) -> None:
+        if value == self.pub:
+            return
+        self.pub = value
+        mask = publish(self.sb.agents, self.me, value)
+        if mask:
+            self._wake_mask(mask)
+
+    def _wake_mask(self, mask: int) -> None:
+        w = 0
+        while mask:
+            if mask & 1:
+                self.port.wake(w)
+            mask >>= 1
+            w += 1
+
+    def busy(self, t: int) -> None:
+        self._publish(busy(t))
+
+    def idle(self, nxt: int) -> None:
+        self._publish(idle(nxt))
+
+    def finish(self) -> None:
+        """This agent will not act again: idle for ever, and say so."""
+        self.idle(INF)
+        self.sb.agents[self.me, STATE] = FINISHED
+        self._wake_mask(waiting_for(self.sb.agents, self.me))
+        self.port.wake(self.sb.nic)
+
+    def stop_at(self) -> int:
+        return int(self.sb.glob[STOP_AT])
+
+    def pace(self, t: int) -> None:
+        """Paced (run.tdf): wait until the wall clock allows emulated time t."""
+        tdf = int(self.sb.glob[PACE_TDF_MILLI])
+        if tdf:
+            self.port.sleep_until(int(self.sb.glob[PACE_T0]) + t * tdf // 1000)
+
+    def expect_own(self, te: int, kind: int, arg: int) -> None:
+        """An event this agent settled itself (an interrupt whose time it computed): into
+        its heap, as if it had been sent to it."""
+        self._seq += 1
+        heapq.heappush(self.heap, (te, self._seq, kind, arg, self.me))
+
+    def expect_irq(self, q: int, b: int) -> None:
+        """Queue q's interrupt may take effect on this CPU from b on (the driver unmasked
+        it): the bound is in QBOUND before this CPU moves on."""
+        self.sb.qbound[q] = b
+        bump(self.sb.glob)
+        if b < self.h:
+            self.h = b
+        if b < self.hm:
+            self.hm = b
+
+    # -- the horizon -------------------------------------------------------------------------
+    def horizon(self, l_final: int | None = None) -> tuple[int, int, int, int]:
+        sb = self.sb
+        lf = self.l_data if l_final is None else l_final
+        while True:
+            h, by, base, via = horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent,
+                                       sb.taken, sb.first, self.ncpus, self.me, lf, self.l_msg)
+            if h >= 0:
+                return int(h), int(by), int(base), int(via)
+
+    def until(self, t: int) -> None:
+        """Return once no other agent can still produce any effect on this CPU at t or
+        before (a store it would see, a message): before reading or writing state other
+        CPUs share. Every message due by t is then in the heap. Blocks while it could."""
+        if t < self.h:
+            if busy(t) != self.pub:
+                self._publish(busy(t))
+            return
+        self._until(t, self.l_data)
+
+    def until_msgs(self, t: int) -> None:
+        """Return once no message (IRQ, IPI) can still come for this CPU at t or before,
+        and every one due by then is in the heap: where interrupts are taken."""
+        if t < self.hm:
+            if busy(t) != self.pub:
+                self._publish(busy(t))
+            return
+        self._until(t, self.l_msg)
+
+    def _until(self, t: int, lf: int) -> None:
+        self.busy(t)
+        while True:
+            self.drain()
+            h, by, base, via = self.horizon(lf)
+            if h > t:
+                if lf == self.l_msg:
+                    self.hm = h
+                else:
+                    self.h = h
+                    if h > self.hm:
+                        self.hm = h
+                return
+            if by == self.me:
+                continue                         # a message to me is on its way: take it
+            self.block(by, base + (t + 1 - h), t, 0, lambda: self.horizon(lf)[0] > t, via)
+
+    def wait_idle(self, stop_at: int) -> int:
+        """This CPU has nothing to run: publish idle, block until its next event (or
+        stop_at) is due and nothing else can come first; return that time."""
+        while True:
+            self.drain()
+            nxt = self.next_event()
+            self.idle(nxt)
+            goal = min(nxt, stop_at)
+            h, by, base, via = self.horizon(self.l_msg)
+            if h > goal:
+                self.hm = h
+                return goal
+            if by == self.me:
+                continue
+            self.block(by, base + (goal + 1 - h), goal, 0,
+                       lambda: self.horizon(self.l_msg)[0] > goal or self._inbox_changed(),
+                       via)
+            stop_at = min(stop_at, self.stop_at())
+
+    def _inbox_changed(self) -> bool:
+        return inbox_count(self.sb.sent, self.sb.taken, self.me) > 0
+
+    def block(self, by: int, thresh: int, need: int, frames_q: int, ready,
+              via: int = -1) -> None:
+        """Register as waiting for agent by (until its published time reaches thresh; the
+        NIC: until CPU via's interrupt bound does, or queue frames_q - 1's frames have
+        arrived up to need), check ready() once more, then sleep one slice at most. The
+        caller loops: every wake-up may be spurious."""
+        port = self.port
+        sb = self.sb
+        seq = port.seq()
+        register_wait(sb.agents, self.me, by, thresh, need, frames_q, via)
+        if by == sb.nic and self.me != sb.nic and sb.agents[by, WAIT_ON]:
+            port.wake(by)                        # the NIC sleeps: it has work now
+        if not ready():
+            t0 = port.wall_ns()
+            port.block(seq, WAIT_SLICE_NS)
+            waited = port.wall_ns() - t0
+            a = sb.agents[self.me]
+            a[WAIT_NS] += waited
+            a[WAITS] += 1
+            sb.held[self.me, by] += waited       # [me, me]: waiting for work, not held
+        sb.agents[self.me, WAIT_ON] = 0
+        if port.stopping():
+            raise Stopped()
+
+    # -- frames from the NIC -----------------------------------------------------------------
+    def wait_frames(self, q: int, t: int) -> None:
+        """Block until frames_check(q, t) holds (the NIC wakes this agent)."""
+        self.busy(t)
+        while not self.frames_check(q, t):
+            self.block(self.sb.nic, t, t, q + 1, lambda: self.frames_check(q, t))
+
+    # -- messages --------------------------------------------------------------------------
+    def send(self, dst: int, kind: int, te: int, arg: int) -> None:
+        """A message that takes effect on agent dst at te."""
+        sb = self.sb
+        me = self.me
+        if sb.sent[me, dst] == sb.taken[me, dst]:
+            sb.first[me, dst] = te
+        sb.sent[me, dst] += 1
+        bump(sb.glob)
+        self.port.send(dst, (kind, te, arg, me))
+        if sb.agents[dst, WAIT_ON]:
+            self.port.wake(dst)
+        # the receiver may answer from te on
+        if te + self.l_data < self.h:
+            self.h = te + self.l_data
+        if te + self.l_msg < self.hm:
+            self.hm = te + self.l_msg
+
+    def drain(self) -> int:
+        """Take every message counted as sent to this agent into the heap; how many."""
+        sb = self.sb
+        me = self.me
+        n = inbox_count(sb.sent, sb.taken, me)
+        if n <= 0:
+            return 0
+        col_taken = sb.taken[:, me]
+        msgs = self.port.recv(n)
+        counts = np.zeros(sb.nagents, dtype=np.uint64)
+        irqs = []
+        promised = self.hm
+        for kind, te, arg, src in msgs:
+            if te < promised:
+                self.late_msgs += 1              # a causality error: must never happen
+            self._seq += 1
+            heapq.heappush(self.heap, (te, self._seq, kind, arg, src))
+            counts[src] += 1
+            if kind == IRQ:
+                irqs.append(arg)
+        if self.pub & 1:                         # idle: the heap's bound goes into PUB
+            self.idle(self.next_event())
+        bump(sb.glob)
+        col_taken += counts
+        for q in irqs:
+            sb.qbound[q] = INF
+        return len(msgs)
+
+    def next_event(self) -> int:
+        return self.heap[0][0] if self.heap else INF
+
+    def due(self, t: int) -> list:
+        """The events of the heap due at t or before, in time order."""
+        out = []
+        heap = self.heap
+        while heap and heap[0][0] <= t:
+            out.append(heapq.heappop(heap))
+        return out
+
+
+def warm() -> None:
+    """Compile (or load) this module's kernels with the argument types a run uses."""
+    buf = bytearray(layout_words(2, 2) * 8 + SyncBlock.futex_bytes(2) + 64)
+    sb = SyncBlock(buf, 0, layout_words(2, 2) * 8, 2, 2, [0, 1])
+    sb.init()
+    horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
+            1000)
+    _horizon_once(sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
+                  1000)
+    publish(sb.agents, 0, 2)
+    waiting_for(sb.agents, 0)
+    register_wait(sb.agents, 0, 1, 5, 5, 0, -1)
+    bump(sb.glob)
+    full_fence()
+    nic_bound(sb.qbound, sb.qtarget, 0)
+    pending_to(sb.sent, sb.taken, sb.first, 0)
+    inbox_count(sb.sent, sb.taken, 0)
