@@ -45,7 +45,8 @@ from .rundir import RunDir, write_tree
 from .ring import (BL_DROPPED, RX_BYTES, RX_DROP_PEND, RX_DROPS, RX_IRQS, RX_PACKETS, U_DEFICIT,
                    U_DROPS, U_RMEM, USER0)
 from .shm import Layout, Segment, Views, check_fits
-from .syncblock import FINISHED, PACE_T0, PACE_TDF_MILLI, PUB, STATE, STOP_AT, WAIT_ON
+from .syncblock import (FINISHED, PACE_T0, PACE_TDF_MILLI, PUB, STATE, STOP_AT, TRAFFIC_END,
+                        WAIT_ON)
 
 # From when the children begin to load (the kernels are compiled by then) until every one
 # is READY. Measured warm: about 1.5 s on an idle 2-core box; a box whose cores are both
@@ -299,13 +300,23 @@ class Cluster:
     def stop_at(self) -> int:
         return int(self.views.sync.glob[STOP_AT])
 
-    def end_at(self, t: int) -> None:
-        """Every agent stops at emulated time t (if sooner than planned): the ordered stop of
-        Ctrl-C. Wakes every agent so each sees it."""
+    def end_traffic(self, t: int) -> tuple[int, int]:
+        """The ordered stop of Ctrl-C: the NIC generates nothing from emulated time t on
+        (what it has generated is still delivered), and every agent stops after the drain
+        that follows (if sooner than planned). Wakes every agent so each sees it; returns
+        (traffic end, run end)."""
         sync = self.views.sync
-        if t < int(sync.glob[STOP_AT]):
-            sync.glob[STOP_AT] = t
+        nic = int(sync.agents[sync.nic, PUB])
+        if not nic & 1:
+            t = max(t, nic >> 1)       # what the NIC has generated ahead is delivered too
+        t = min(t, self.cfg.duration_ns)
+        if t < int(sync.glob[TRAFFIC_END]):
+            sync.glob[TRAFFIC_END] = t
+        end = t + self.cfg.drain_ns
+        if end < int(sync.glob[STOP_AT]):
+            sync.glob[STOP_AT] = end
         self._wake_all()
+        return int(sync.glob[TRAFFIC_END]), int(sync.glob[STOP_AT])
 
     def _wake_all(self) -> None:
         from . import futex
@@ -359,8 +370,9 @@ class Cluster:
                         "zombie": "exited", "disk-sleep": "in uninterruptible sleep"}.get(st, st)
             except psutil.Error:
                 what = "gone"
-        title = ch.title if ch is not None else names[root]
-        return f"{title} (pid {ch.pid if ch else '-'})", what
+        if ch is None:
+            return names[root], what
+        return f"{names[root]} ({ch.title}, pid {ch.pid})", what
 
     def stop(self) -> None:
         """Ask every child to stop where it is; their counters are final after this. A

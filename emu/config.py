@@ -307,7 +307,10 @@ def _assign(tree: dict, key: str, raw: Any) -> None:
         tree.setdefault("proc", {}).setdefault("irq", {})
         tree["sys"]["class"]["net"]["eth0"].setdefault("queues", {})
         parent = _lookup(tree, ".".join(parts[:-2]))
-        parent.setdefault(parts[-2], {} if parts[0] == "proc" else dict(_QUEUE_DEFAULTS))
+        table = parent.setdefault(parts[-2], {})
+        if parts[0] != "proc":      # a queue named by a file with some keys has the others too
+            for k, v in _QUEUE_DEFAULTS.items():
+                table.setdefault(k, v)
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):

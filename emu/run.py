@@ -82,8 +82,8 @@ def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
             now = time.monotonic()
             if stop.count and not asked:
                 asked = 1
-                cluster.end_at(cluster.latest())    # every agent stops at the same time
-                say(f"stopping at {_ms(cluster.stop_at())} emulated "
+                t, end = cluster.end_traffic(cluster.latest())
+                say(f"traffic stops at {_ms(t)} emulated, then drains until {_ms(end)} "
                     f"(again to stop at once)")
             if stop.count >= 2:
                 break
@@ -93,7 +93,7 @@ def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
                 next_render = now + refresh
             reached = cluster.reached()
             stalled = watch.update(reached, now)
-            if live and (inplace or now - last_line >= 1.0 or stalled):
+            if live and (inplace or now - last_line >= 1.0):
                 _progress(cluster, reached, now - t_start, err, inplace,
                           cluster.held_by() if stalled else None)
                 last_line = now
@@ -122,7 +122,7 @@ def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
             signal.signal(s, h)
 
 
-STALL_S = 3.0       # wall seconds without progress before the line names who holds it
+STALL_S = 2.0       # wall seconds without progress before the line names who holds it
 
 
 class _Stall:
@@ -165,8 +165,8 @@ def _progress(cluster: Cluster, reached: int, elapsed: float, err, inplace: bool
     if held is not None:
         who, what = held
         line += f"  -- no progress for {STALL_S:.0f} s: waiting for {who}, {what}"
-    if inplace and held is None:
-        err.write("\r" + line)
+    if inplace:
+        err.write("\r" + line + "\x1b[K")      # in place, a stall too: no scrolling flood
     else:
-        err.write(("\n" if inplace else "") + line + "\n")
+        err.write(line + "\n")
     err.flush()

@@ -16,6 +16,7 @@ VERSION = 0          # +1 around every move of a bound from one word to another
 STOP_AT = 1          # no agent acts after this emulated time
 PACE_T0 = 2          # CLOCK_MONOTONIC ns of emulated time 0 when paced (0: not paced)
 PACE_TDF_MILLI = 3   # paced: emulated time advances at most 1000 ns per this many real ns
+TRAFFIC_END = 4      # the NIC generates no frame at or after this emulated time
 GLOBAL_WORDS = 8
 
 # words of an agent's line (agents 0..ncpus-1 are the CPUs, ncpus the NIC)
@@ -89,6 +90,7 @@ class SyncBlock:
         self.flat[:] = 0
         self.wake[:] = 0
         self.glob[STOP_AT] = stop_at
+        self.glob[TRAFFIC_END] = INF
         self.qbound[:] = 0
 
     # -- what an observer (the orchestrator) reads -----------------------------------------

@@ -19,7 +19,7 @@ What each agent publishes, one word (PUB) each, written by that agent only:
 Effects in flight are bounds too, so nothing is lost between the words:
 - a message (IRQ, IPI) from s to r: SENT[s, r] counts them, TAKEN[s, r] counts those r has
   taken into its event heap, FIRST[s, r] is a lower bound of the earliest one's time (the
-  time of the message that found the channel empty; messages of one pair are in time order).
+  time of the message that found the channel empty, lowered by any earlier one sent after).
 - an RX queue's interrupt: QBOUND[q] is the earliest time it can take effect on the queue's
   CPU. The driver writes u + lat_mmio + lat_msi when it unmasks the queue at u; the NIC
   raises it as it learns more and writes the exact time when it sends the interrupt; the
@@ -110,9 +110,14 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
     for j in range(ncpus):
         if j == me:
             continue
+        root[j] = j
+        if agents[j, STATE] == FINISHED:
+            # It acts no more: neither its interrupts nor messages sent to it after it
+            # finished (by a CPU whose last work ran past STOP_AT) can move anybody.
+            src[j] = INF
+            continue
         v = np.int64(agents[j, PUB])
         t = v >> 1
-        root[j] = j
         if (v & 1) == 1:
             is_idle[j] = True
             b = nic_bound(qbound, qtarget, j)
@@ -435,8 +440,8 @@ class Sync:
         """A message that takes effect on agent dst at te."""
         sb = self.sb
         me = self.me
-        if sb.sent[me, dst] == sb.taken[me, dst]:
-            sb.first[me, dst] = te
+        if sb.sent[me, dst] == sb.taken[me, dst] or te < sb.first[me, dst]:
+            sb.first[me, dst] = te               # messages of a pair may come out of order
         sb.sent[me, dst] += 1
         bump(sb.glob)
         self.port.send(dst, (kind, te, arg, me))

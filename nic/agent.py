@@ -30,12 +30,14 @@ from emu.coalesce import check, irq_time
 from emu.counters import N
 from emu.ring import (CONS, PROD, RX_FRONTIER, RX_IRQS, RX_NIC_WAITS, RX_READ_AT, RX_SETTLED,
                       RX_UNMASK_AT, RX_UNMASK_GEN, USER0)
+from emu.syncblock import TRAFFIC_END
 from emu.timesync import (FINISHED, FRAMES_Q, INF, IRQ, PUB, STATE, THRESH, VIA, Stopped,
                           busy, full_fence, idle, nic_bound, waiting_for)
 
 from .dma import generate
 
 STEP_NS = 50_000            # emulated ns of arrivals generated at a time
+AHEAD_NS = 2_000_000        # generate no further ahead of the furthest busy CPU than this
 
 
 def _noop() -> None:
@@ -134,7 +136,12 @@ class NicAgent:
 
     # -- frames ----------------------------------------------------------------------------
     def _generate(self) -> None:
-        t_to = min(self.G + self.step_ns, self.end)
+        # Ctrl-C may end the traffic early (TRAFFIC_END); what is generated stays generated.
+        end = min(self.end, int(self.sb.glob[TRAFFIC_END]))
+        if self.G >= end:
+            self.G = INF
+            return
+        t_to = min(self.G + self.step_ns, end)
         out, self.seq = generate(self.sources, self.G, t_to, self.seq, len(self.rings), self.c)
         for q, b in enumerate(out):
             if b is None:
@@ -142,7 +149,7 @@ class NicAgent:
             self.buf[q].append(b)
             self.nbuf[q] += len(b)
             self.arr[q] = np.concatenate((self.arr[q], b["ts"]))
-        self.G = t_to if t_to < self.end else INF
+        self.G = t_to if t_to < end else INF
         self.c[N.BUFFERED] = sum(self.nbuf)
 
     def _write(self, q: int) -> bool:
@@ -166,11 +173,19 @@ class NicAgent:
     def _need_more(self) -> bool:
         """Generate further: the slots can take more, an armed queue's interrupt needs later
         arrivals to be settled, or a CPU waits for frames not generated yet."""
-        if sum(self.nbuf) < self.buf_limit:
+        if sum(self.nbuf) < self.buf_limit and self.G < self._ahead_limit():
             return True
         if any(a is not None for a in self.armed):
             return True
         return self._cpu_needs_frames()
+
+    def _ahead_limit(self) -> int:
+        """How far generation may run ahead: AHEAD_NS past the furthest busy CPU. It keeps
+        the frames written ahead (and the drain after a Ctrl-C) short; a CPU that gets to
+        the frontier wakes the NIC, which then generates AHEAD_NS further at once."""
+        pub = self.sb.agents[:self.sb.ncpus, PUB]
+        busy_t = [int(v) >> 1 for v in pub if not int(v) & 1]
+        return max(busy_t) + AHEAD_NS if busy_t else INF
 
     def _cpu_needs_frames(self) -> bool:
         mask = waiting_for(self.sb.agents, self.sb.nic)
@@ -248,7 +263,8 @@ class NicAgent:
         for q, ring in enumerate(self.rings):
             if self.nbuf[q] and int(ring.hdr[PROD]) - int(ring.hdr[CONS]) < ring.capacity:
                 return True
-        if self.G < INF and (sum(self.nbuf) < self.buf_limit or self._cpu_needs_frames()):
+        if self.G < INF and ((sum(self.nbuf) < self.buf_limit and self.G < self._ahead_limit())
+                             or self._cpu_needs_frames()):
             return True
         if self.cpus_finished():
             return True

@@ -36,7 +36,6 @@ import statistics
 import sys
 import tempfile
 import time
-import tomllib
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -45,13 +44,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))   # spawn children get the parent's sys.path
 
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 
-from emu import report as report_mod  # noqa: E402
+from emu import scenarios  # noqa: E402
 from emu.child import bootstrap  # noqa: E402
-from emu.cluster import Cluster  # noqa: E402
-from emu.config import default_text, resolve  # noqa: E402
-from emu.counters import MAX_SOURCES, Q_IRQS, SRC_DELIVERED0, SRC_RING_DROP0, T0, C, N, nq  # noqa: E402
+from emu.config import resolve  # noqa: E402
+from emu.counters import N  # noqa: E402
+from emu.run import run  # noqa: E402
 from emu.ring import Ring, ring_bytes  # noqa: E402
 from emu.shm import Segment  # noqa: E402
 from emu.skb import SKB  # noqa: E402
@@ -237,130 +235,105 @@ def bench_bare(nframes: int, capacity: int, repeats: int, shm_names: list[str]) 
 
 
 # ------------------------------------------------------------------------------------------
-# (b), (c) the full emulator
+# (b) the emulated host: slowdown of each built-in config, and what bounds it
+
+CONFIGS = ["default", "elephant-mice", "gro-bulk", "rfs-pinned", "rps-spread"]
 
 
-def cost_keys() -> list[str]:
-    return list(tomllib.loads(default_text())["cost"])
+def config_for(name: str, duration: str | None, extra=()):
+    text = None if name == "default" else scenarios.text(name)
+    sets = ["run.cpus=4"] + ([f"run.duration={duration}"] if duration else []) + list(extra)
+    return resolve(text, sets, file_name=name)
 
 
-def make_config(ncpus: int, rx_queues: int, rate_pps: float, flows: int, extra=()):
-    """One saturating UDP source of 64-byte frames, one socket per CPU, every cost 0, TDF 1."""
-    ports = [9000 + i for i in range(ncpus)]
-    lines = []
-    for p in ports:
-        lines += ["[[udp.sockets]]", f"port = {p}", ""]
-    lines += ["[[traffic.sources]]", 'name = "udp-flood"', 'pattern = "constant"',
-              'proto = "udp"', f"rate_pps = {float(rate_pps)!r}", f"flows = {flows}",
-              f"dst_ports = {ports}", "frame_len = 64", ""]
-    sets = [f"run.cpus={ncpus}", f"ethtool.rx_queues={rx_queues}", "run.tdf=1"]
-    sets += [f"cost.{k}=0" for k in cost_keys()]
-    sets += list(extra)
-    return resolve("\n".join(lines), sets, file_name="bench")
-
-
-def _proc_cpu(cl: Cluster) -> dict:
-    """Real CPU seconds (user + system) each child process has used so far."""
-    out = {}
-    for role, ch in cl.children.items():
-        try:
-            t = psutil.Process(ch.proc.pid).cpu_times()
-            out[role] = t.user + t.system
-        except psutil.Error:
-            out[role] = 0.0
-    return out
-
-
-def _counters(cl: Cluster) -> dict:
-    v = cl.views
-    cpu = np.stack([c.copy() for c in v.cpu]).astype(np.int64)
-    nic = v.nic.copy().astype(np.int64)
-    return {
-        "t": time.monotonic(),
-        "processed": cpu[:, C.PROCESSED].copy(),
-        "delivered": int(cpu[:, SRC_DELIVERED0:SRC_DELIVERED0 + MAX_SOURCES].sum()),
-        "generated": int(nic[N.GENERATED]),
-        "ring_full": int(nic[SRC_RING_DROP0:SRC_RING_DROP0 + MAX_SOURCES].sum()),
-        "loops": cpu[:, C.LOOPS].copy(),
-        "nic_loops": int(nic[N.LOOPS]),
-        "irqs": int(sum(nic[nq(q, Q_IRQS)] for q in range(len(v.rx)))),
-        "res": int(cpu[:, C.RES].sum()),
-        "polls": int(cpu[:, C.NAPI_POLLS].sum() + cpu[:, C.BACKLOG_POLLS].sum()),
-        "times": cpu[:, T0:T0 + 7].copy(),
-        "proc_cpu": _proc_cpu(cl),
-    }
-
-
-def _sleep_checking(cl: Cluster, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while True:
-        cl.check()
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(min(0.1, left))
-
-
-def measure(label: str, cfg, warmup: float, window: float, drain: float, run_root: str,
-            shm_names: list[str]) -> dict:
-    run_id = f"bench{os.getpid()}{secrets.token_hex(2)}"
-    cl = Cluster(cfg, run_dir=os.path.join(run_root, run_id), run_id=run_id)
-    shm_names.append(cl.shm_name)
-    try:
-        t_start = time.monotonic()
-        cl.start()
-        startup = time.monotonic() - t_start
-        _sleep_checking(cl, warmup)
-        a = _counters(cl)
-        _sleep_checking(cl, window)
-        b = _counters(cl)
-        cl.stop_traffic()
-        drained = cl.drain(drain)
-        cl.check()
-        cl.stop()
-        snap = cl.snapshot()
-        rep = report_mod.build(snap, cl.queues(), cl, drained=drained)
-    finally:
-        cl.close()
-    secs = b["t"] - a["t"]
-    processed = b["processed"] - a["processed"]
-    dt = b["times"] - a["times"]
-    share = dt / np.maximum(dt.sum(axis=1, keepdims=True), 1)
-    cons = rep["conservation"]
+def slowdown_once(name: str, cfg, run_root: str) -> dict:
+    """One whole run (every process started, reaped and unlinked by emu.run), its figures."""
+    t0 = time.perf_counter()
+    rep = run(cfg, run_dir=os.path.join(run_root, name), progress=False)
+    wall = time.perf_counter() - t0
+    t = rep["time"]
+    gen = rep["conservation"]["generated"]
+    cpu_s = sum(a["cpu_s"] for a in t["agents"])
+    waits = sum(a["waits"] for a in t["agents"])
+    events = sum(c["hardirqs"] + c["net_rx_softirqs"] for c in rep["cpus"])
     out = {
-        "cpus": cfg.ncpus,
-        "rx_queues": cfg.nqueues,
-        "window_s": round(secs, 3),
-        "startup_s": round(startup, 3),
-        "frames_per_s": float(processed.sum()) / secs,
-        "delivered_per_s": (b["delivered"] - a["delivered"]) / secs,
-        "offered_per_s": (b["generated"] - a["generated"]) / secs,
-        "nic_ring_drops_per_s": (b["ring_full"] - a["ring_full"]) / secs,
-        "frames_per_poll": round(float(processed.sum()) / max(1, b["polls"] - a["polls"]), 1),
-        "per_cpu_frames_per_s": [round(float(x) / secs, 1) for x in processed],
-        "per_cpu_loops_per_s": [round(float(x) / secs, 1) for x in (b["loops"] - a["loops"])],
-        "nic_loops_per_s": round((b["nic_loops"] - a["nic_loops"]) / secs, 1),
-        "irqs_per_s": round((b["irqs"] - a["irqs"]) / secs, 1),
-        "resched_ipis_per_s": round((b["res"] - a["res"]) / secs, 1),
-        "per_cpu_idle_share": [round(float(s[5]), 3) for s in share],
-        "real_core_share": {r: round((b["proc_cpu"][r] - a["proc_cpu"].get(r, 0.0)) / secs, 3)
-                            for r in b["proc_cpu"]},
-        "unaccounted": cons["unaccounted"],
-        "conservation_ok": cons["ok"],
-        "drained": drained,
-        "generated_total": cons["generated"],
-        "delivered_total": cons["delivered"],
-        "dropped_total": {k: v for k, v in cons["dropped"].items() if v},
-        "received_rps": sum(c["received_rps"] for c in rep["cpus"]),
-        "ipi_sent": sum(c["rps"]["ipi_sent"] for c in rep["cpus"]),
+        "emulated_ms": t["emulated_ms"],
+        "wall_s": t["wall_s"],
+        "wall_s_with_start_and_exit": round(wall, 2),
+        "slowdown": t["slowdown"],
+        "frames": gen,
+        "processed": sum(c["processed"] for c in rep["cpus"]),
+        "hardirqs": sum(c["hardirqs"] for c in rep["cpus"]),
+        "net_rx": sum(c["net_rx_softirqs"] for c in rep["cpus"]),
+        "cpu_s_total": round(cpu_s, 2),
+        "cpu_share_of_2_cores": round(cpu_s / (2 * t["wall_s"]), 3) if t["wall_s"] else None,
+        "cpu_us_per_frame": round(1e6 * cpu_s / gen, 2) if gen else None,
+        "cpu_us_per_softirq_or_irq": round(1e6 * cpu_s / events, 1) if events else None,
+        "sync_waits": waits,
+        "wall_us_per_sync_wait": round(1e6 * t["wall_s"] / waits, 1) if waits else None,
+        "agents": {a["agent"]: {"waited_share": a["waited_share"],
+                                "idle_share": a["idle_share"], "waits": a["waits"],
+                                "cpu_s": a["cpu_s"], "held_by": a["held_by"]}
+                   for a in t["agents"]},
+        "unaccounted": rep["conservation"]["unaccounted"],
+        "causality": rep["causality"],
     }
-    log(f"{label}: processed {out['frames_per_s'] / 1e3:.1f} k frames/s, delivered "
-        f"{out['delivered_per_s'] / 1e3:.1f} k/s, offered {out['offered_per_s'] / 1e3:.1f} k/s "
-        f"over {secs:.2f} s; unaccounted {out['unaccounted']}")
+    if out["unaccounted"] or any(rep["causality"].values()):
+        raise RuntimeError(f"{name}: conservation or causality failed: {out}")
     return out
 
 
-# ------------------------------------------------------------------------------------------
+def bench_slowdown(names: list[str], duration: str | None, extra, run_root: str) -> dict:
+    res = {}
+    for name in names:
+        cfg = config_for(name, duration, extra)
+        log(f"{name}: {cfg.duration_ns / 1e6:g} ms of traffic + {cfg.drain_ns / 1e6:g} ms "
+            f"drain, 4 CPUs, as fast as the host allows ...")
+        r = slowdown_once(name, cfg, run_root)
+        busiest = max(r["agents"].items(), key=lambda kv: kv[1]["cpu_s"])[0]
+        log(f"{name}: slowdown {r['slowdown']:.0f} ({r['wall_s']:.1f} wall s for "
+            f"{r['emulated_ms']:.1f} emulated ms), {r['cpu_us_per_frame']} CPU us per frame, "
+            f"{r['sync_waits']} sync waits, busiest agent {busiest}")
+        res[name] = r
+    return res
+
+
+def bench_inproc(duration_ns: int, profile_rows: int) -> dict:
+    """The default mix with every agent in this one process, advanced in time order through
+    the same synchronization (emu.inproc's baton): no waiting on other processes and no
+    handover between them, so its slowdown is the Python work alone. A profile says where
+    that work goes."""
+    import cProfile
+    import io
+    import pstats
+
+    from tests.unit.harness import AgentHost
+    drain_ns = 1_000_000
+    host = AgentHost(ncpus=4, duration_ns=duration_ns, drain_ns=drain_ns)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    host.run(timeout_s=600.0)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    host2 = AgentHost(ncpus=4, duration_ns=duration_ns // 4, drain_ns=drain_ns // 4)
+    prof.enable()
+    host2.run(timeout_s=600.0)
+    prof.disable()
+    s = io.StringIO()
+    pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(profile_rows)
+    frames = int(host.views.nic[N.GENERATED])
+    emulated_s = (duration_ns + drain_ns) / 1e9
+    return {
+        "emulated_ms": round((duration_ns + drain_ns) / 1e6, 3),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "slowdown": round(wall / emulated_s, 1),
+        "frames": frames,
+        "cpu_us_per_frame": round(1e6 * cpu / frames, 2) if frames else None,
+        "handovers": int(host.baton.handovers),
+        "profile_top_tottime": [ln for ln in s.getvalue().splitlines() if ln.strip()][:profile_rows + 8],
+    }
 
 
 def machine() -> dict:
@@ -392,38 +365,36 @@ def _on_term(signum, frame):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short windows (smoke test)")
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="measuring window per emulator run (default 5, --quick 1)")
-    ap.add_argument("--warmup", type=float, default=None,
-                    help="seconds of traffic before the window opens (default 1, --quick 0.3)")
+    ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    ap.add_argument("--duration", default=None, metavar="TIME",
+                    help="emulated traffic per run (default: each config's own, 60ms; "
+                         "--quick 3ms)")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"comma list of configs to time (default {','.join(CONFIGS)})")
+    ap.add_argument("--inproc-ms", type=float, default=None,
+                    help="emulated ms of the one-process run (default 10, --quick 1)")
     ap.add_argument("--bare-frames", type=int, default=None,
                     help="frames per bare-ring run (default 16777216, --quick 1048576)")
     ap.add_argument("--bare-repeats", type=int, default=None,
                     help="bare-ring runs; the median is reported (default 3, --quick 1)")
-    ap.add_argument("--ring", type=int, default=4096,
-                    help="ring capacity of the bare ring and of every emulated RX ring "
-                         "(ethtool.rx_ring; default 4096, as ethtool -G for a throughput "
-                         "test: the NIC process refills rings once per turn, and a turn can "
-                         "wait ~1 ms for a real core)")
+    ap.add_argument("--ring", type=int, default=4096, help="capacity of the bare ring")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config setting for every emulator run (repeatable), as emu run --set")
-    ap.add_argument("--rate", type=float, default=5e6,
-                    help="offered load in emulated frames/s (default 5e6, more than the "
-                         "emulator processes, so the RX rings overflow)")
-    ap.add_argument("--flows", type=int, default=256, help="flows of the UDP source")
-    ap.add_argument("--cpus", default="1,2,4", help="CPU counts for the full path")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: bare,full,rps")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: bare,slowdown,inproc")
     args = ap.parse_args(argv)
     quick = args.quick
-    window = args.seconds if args.seconds is not None else (1.0 if quick else 5.0)
-    warmup = args.warmup if args.warmup is not None else (0.3 if quick else 1.0)
+    duration = args.duration or ("3ms" if quick else None)
+    inproc_ms = args.inproc_ms if args.inproc_ms is not None else (1.0 if quick else 10.0)
     bare_frames = args.bare_frames or (1 << 20 if quick else 1 << 24)
     repeats = args.bare_repeats or (1 if quick else 3)
-    drain = 1.0
     skip = {s for s in args.skip.split(",") if s}
-    cpu_counts = [int(x) for x in args.cpus.split(",") if x]
-    extra = [f"ethtool.rx_ring={args.ring}"] + list(args.set)
+    names = [n for n in args.configs.split(",") if n]
+    for n in names:
+        if n != "default" and n not in scenarios.names():
+            log(f"--configs: no config {n!r} (allowed: default, {', '.join(scenarios.names())})")
+            return 2
+    for n in names:    # refuse bad --duration/--set before anything starts
+        config_for(n, duration, args.set)
 
     signal.signal(signal.SIGTERM, _on_term)
     shm_names: list[str] = []
@@ -435,38 +406,31 @@ def main(argv=None) -> int:
             log(f"bare ring: {repeats} x {bare_frames} frames, batches of {BATCH}, "
                 f"ring of {args.ring}")
             result["bare"] = bench_bare(bare_frames, args.ring, repeats, shm_names)
-        if "full" not in skip:
-            full = {}
-            for n in cpu_counts:
-                cfg = make_config(n, n, args.rate, args.flows, extra)
-                full[str(n)] = measure(f"full path, {n} CPU(s)", cfg, warmup, window, drain,
-                                       run_root, shm_names)
-            result["full"] = full
-        if "rps" not in skip:
-            direct = measure("one queue, 2 CPUs, no RPS",
-                             make_config(2, 1, args.rate, args.flows, extra),
-                             warmup, window, drain, run_root, shm_names)
-            rps = measure("one queue, 2 CPUs, RPS on 0-1",
-                          make_config(2, 1, args.rate, args.flows,
-                                      extra + ["sys.class.net.eth0.queues.rx-0.rps_cpus=3"]),
-                          warmup, window, drain, run_root, shm_names)
-            result["rps"] = {
-                "direct": direct["frames_per_s"],
-                "rps": rps["frames_per_s"],
-                "ratio": (rps["frames_per_s"] / direct["frames_per_s"]
-                          if direct["frames_per_s"] else 0.0),
-                "direct_run": direct,
-                "rps_run": rps,
+        if "slowdown" not in skip:
+            result["slowdown"] = bench_slowdown(names, duration, args.set, run_root)
+        if "inproc" not in skip:
+            log(f"one process, default mix: {inproc_ms:g} ms + 1 ms drain, agents in time "
+                f"order (then a profiled quarter of it) ...")
+            ip = bench_inproc(int(inproc_ms * 1e6), 15)
+            log(f"one process: slowdown {ip['slowdown']:.0f}, {ip['cpu_us_per_frame']} CPU us "
+                f"per frame, {ip['handovers']} handovers")
+            result["inproc"] = ip
+        sd = result.get("slowdown", {}).get("default")
+        ip = result.get("inproc")
+        if sd and ip:
+            # What bounds the multiprocess run: the same work done sequentially in one
+            # process costs ip's slowdown; the rest is waiting and handing over.
+            result["bounds"] = {
+                "default_slowdown": sd["slowdown"],
+                "one_process_slowdown": ip["slowdown"],
+                "multiprocess_over_one_process": round(sd["slowdown"] / ip["slowdown"], 2),
+                "cpu_us_per_frame_multiprocess": sd["cpu_us_per_frame"],
+                "cpu_us_per_frame_one_process": ip["cpu_us_per_frame"],
+                "cores_used_multiprocess": sd["cpu_share_of_2_cores"] * 2
+                if sd["cpu_share_of_2_cores"] is not None else None,
             }
-        bare_fps = result.get("bare", {}).get("frames_per_s")
-        full2 = result.get("full", {}).get("2", {}).get("frames_per_s")
-        if bare_fps and full2 is not None:
-            result["ratio_full2_over_bare"] = full2 / bare_fps
-        result["settings"] = {
-            "quick": quick, "window_s": window, "warmup_s": warmup, "drain_s": drain,
-            "rate_pps": args.rate, "flows": args.flows, "frame_len": 64, "tdf": 1,
-            "costs": "all 0", "ring": args.ring, "sets": list(args.set),
-        }
+        result["settings"] = {"quick": quick, "duration": duration or "each config's own",
+                              "cpus": 4, "sets": list(args.set), "inproc_ms": inproc_ms}
         result["total_seconds"] = round(time.monotonic() - t_all, 1)
     finally:
         shutil.rmtree(run_root, ignore_errors=True)

@@ -34,8 +34,8 @@ RUN_KEYS = [k for k in KEYS if k not in SLOW]
 @given(st.lists(st.tuples(st.sampled_from(RUN_KEYS), VALUES), min_size=1, max_size=2))
 def test_a_run_with_random_values_exits_0_or_2(tmp_path_factory, assignments):
     run_dir = str(tmp_path_factory.mktemp("fuzzrun") / uuid.uuid4().hex[:8])
-    args = ["run", "--run-dir", run_dir, "--duration", "0.3", "--no-progress",
-            "--set", "run.drain=1"]
+    args = ["run", "--run-dir", run_dir, "--duration", "3ms", "--no-progress",
+            "--set", "run.drain=1ms"]
     for key, value in assignments:
         args += ["--set", f"{key}={_toml(value)}"]
     assume(not any("\0" in a for a in args))          # no command line can carry a NUL

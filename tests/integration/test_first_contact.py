@@ -73,7 +73,7 @@ def cold_cache(tmp_path):
 def test_first_run_on_a_cold_cache_and_busy_cores(tmp_path, cold_cache):
     run_dir = str(tmp_path / "run")
     with Spinners():
-        p, t, lines = _start(["--duration", "2"], cold_cache, run_dir)
+        p, t, lines = _start(["--duration", "5ms"], cold_cache, run_dir)
         try:
             p.wait(540)
         finally:
@@ -93,7 +93,7 @@ def test_first_run_on_a_cold_cache_and_busy_cores(tmp_path, cold_cache):
 
 @pytest.mark.timeout(600)
 def test_two_runs_at_once_on_a_cold_cache_both_succeed(tmp_path, cold_cache):
-    runs = [_start(["--duration", "1"], cold_cache, str(tmp_path / f"run{i}")) for i in range(2)]
+    runs = [_start(["--duration", "2ms"], cold_cache, str(tmp_path / f"run{i}")) for i in range(2)]
     try:
         for p, _t, _lines in runs:
             p.wait(540)
@@ -113,7 +113,7 @@ def test_two_runs_at_once_on_a_cold_cache_both_succeed(tmp_path, cold_cache):
 @pytest.mark.timeout(300)
 def test_ctrl_c_during_the_compile_ends_at_once_leaving_nothing(tmp_path, cold_cache):
     run_dir = str(tmp_path / "run")
-    p, t, lines = _start(["--duration", "2"], cold_cache, run_dir)
+    p, t, lines = _start(["--duration", "5ms"], cold_cache, run_dir)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any("compiling" in ln for _, ln in lines):
@@ -141,7 +141,7 @@ def test_ctrl_c_during_the_compile_ends_at_once_leaving_nothing(tmp_path, cold_c
 @pytest.mark.timeout(120)
 def test_ctrl_c_while_the_processes_start_ends_at_once_leaving_nothing(tmp_path):
     run_dir = str(tmp_path / "run")
-    p, t, lines = _start(["--duration", "30"], dict(os.environ), run_dir)
+    p, t, lines = _start(["--duration", "2s"], dict(os.environ), run_dir)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not any("starting" in ln for _, ln in lines):
@@ -179,7 +179,7 @@ def test_the_children_run_this_copy_of_the_code_whatever_the_current_directory(t
     launcher.write_text(f"import sys\nsys.path.insert(0, {ROOT!r})\n"
                         "from emu.cli import main\nsys.exit(main())\n")
     run_dir = str(tmp_path / "run")
-    r = subprocess.run([sys.executable, str(launcher), "run", "--duration", "1", "--no-progress",
+    r = subprocess.run([sys.executable, str(launcher), "run", "--duration", "2ms", "--no-progress",
                         "--run-dir", run_dir], capture_output=True, text=True, cwd=str(other),
                        timeout=150)
     assert r.returncode == 0, r.stderr

@@ -10,10 +10,10 @@ from .conftest import report, run_emu
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-FAST = ["--no-progress", "--set", "run.drain=3"]
+FAST = ["--no-progress"]
 
 
-def run_scenario(tmp_path, name, *extra, duration="2.5"):
+def run_scenario(tmp_path, name, *extra, duration="25ms"):
     run_dir = str(tmp_path / name)
     r = run_emu("run", "--scenario", name, "--duration", duration, "--run-dir", run_dir,
                 *FAST, *extra)
@@ -83,7 +83,7 @@ dst_ports = [9000]
 frame_len = 64
 """)
     run_dir = str(tmp_path / "run")
-    r = run_emu("run", "--config", str(cfg), "--duration", "4", "--run-dir", run_dir, *FAST, *sets)
+    r = run_emu("run", "--config", str(cfg), "--duration", "40ms", "--run-dir", run_dir, *FAST, *sets)
     assert r.returncode == 0, r.stderr
     rep = report(run_dir)
     c = rep["conservation"]

@@ -14,7 +14,7 @@ from .conftest import report, run_emu, start_emu, wait_manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-FAST = ["--tdf", "100", "--no-progress", "--set", "run.drain=3"]
+FAST = ["--no-progress"]
 
 
 def _alive(pid: int) -> bool:
@@ -48,7 +48,7 @@ def _finish(p: subprocess.Popen, timeout: float = 90):
 
 def test_short_run_conserves_every_frame(tmp_path):
     run_dir = str(tmp_path / "run")
-    r = run_emu("run", "--duration", "2", "--run-dir", run_dir, *FAST)
+    r = run_emu("run", "--duration", "20ms", "--run-dir", run_dir, *FAST)
     assert r.returncode == 0, r.stderr
     rep = report(run_dir)
     c = rep["conservation"]
@@ -79,7 +79,7 @@ def test_short_run_conserves_every_frame(tmp_path):
 
 def test_rendered_tree_reads_with_psutil(tmp_path):
     run_dir = str(tmp_path / "run")
-    r = run_emu("run", "--duration", "1", "--cpus", "2", "--run-dir", run_dir, *FAST)
+    r = run_emu("run", "--duration", "10ms", "--cpus", "2", "--run-dir", run_dir, *FAST)
     assert r.returncode == 0, r.stderr
     rep = report(run_dir)
     old = psutil.PROCFS_PATH
@@ -121,7 +121,7 @@ def test_overload_squeezes_and_drops_are_all_accounted(tmp_path):
     cfg = tmp_path / "overload.toml"
     cfg.write_text(OVERLOAD)
     run_dir = str(tmp_path / "run")
-    r = run_emu("run", "--config", str(cfg), "--duration", "3", "--run-dir", run_dir, *FAST)
+    r = run_emu("run", "--config", str(cfg), "--duration", "30ms", "--run-dir", run_dir, *FAST)
     assert r.returncode == 0, r.stderr
     rep = report(run_dir)
     cpu0 = rep["cpus"][0]
@@ -138,7 +138,7 @@ def test_overload_squeezes_and_drops_are_all_accounted(tmp_path):
 
 def test_sigkill_of_a_cpu_fails_the_run_cleanly(tmp_path):
     run_dir = str(tmp_path / "run")
-    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
+    p = start_emu("run", "--duration", "10s", "--run-dir", run_dir, *FAST)
     try:
         m = wait_manifest(run_dir)
         os.kill(m["pids"]["cpu1"]["pid"], signal.SIGKILL)
@@ -157,7 +157,7 @@ def test_sigkill_of_a_cpu_fails_the_run_cleanly(tmp_path):
 def _signal_run(tmp_path, how, signals=(signal.SIGINT,), pause=1.0, extra=()):
     """Start a long run, send it signals once it runs, return (returncode, out, err, manifest)."""
     run_dir = str(tmp_path / "run")
-    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST, *extra)
+    p = start_emu("run", "--duration", "10s", "--run-dir", run_dir, *FAST, *extra)
     try:
         m = wait_manifest(run_dir)
         time.sleep(pause)
@@ -200,7 +200,7 @@ def test_a_second_ctrl_c_skips_the_drain(tmp_path):
     # the first Ctrl-C starts is still going when the second one comes.
     rc, out, err, m, run_dir = _signal_run(tmp_path, "group", (signal.SIGINT, signal.SIGINT),
                                            extra=("--set", "cost.app=300000",
-                                                  "--set", "run.drain=30"))
+                                                  "--set", "run.drain=30ms"))
     assert rc == 130, err
     rep = report(run_dir)
     assert rep["drained"] is False
@@ -210,10 +210,10 @@ def test_a_second_ctrl_c_skips_the_drain(tmp_path):
 
 def test_a_run_directory_in_use_is_refused_and_a_reused_one_is_cleared(tmp_path):
     run_dir = str(tmp_path / "run")
-    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
+    p = start_emu("run", "--duration", "10s", "--run-dir", run_dir, *FAST)
     try:
         wait_manifest(run_dir)
-        r = run_emu("run", "--duration", "1", "--run-dir", run_dir, *FAST, timeout=60)
+        r = run_emu("run", "--duration", "10ms", "--run-dir", run_dir, *FAST, timeout=60)
         assert r.returncode == 2
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and f"in use by a live run (pid {p.pid})" in lines[0], r.stderr
@@ -238,7 +238,7 @@ def test_a_run_directory_in_use_is_refused_and_a_reused_one_is_cleared(tmp_path)
 def test_nothing_outlives_a_sigkilled_orchestrator_and_resource_tracker(tmp_path):
     run_dir = str(tmp_path / "run")
     sems_before = {n for n in os.listdir("/dev/shm") if n.startswith("sem.")}
-    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
+    p = start_emu("run", "--duration", "10s", "--run-dir", run_dir, *FAST)
     try:
         m = wait_manifest(run_dir)
         helpers = psutil.Process(p.pid).children()   # fork server, resource tracker
@@ -262,7 +262,7 @@ def test_nothing_outlives_a_sigkilled_orchestrator_and_resource_tracker(tmp_path
 @pytest.mark.parametrize("args, words", [
     (["--set", "net.core.netdev_budget=0"], "net.core.netdev_budget must be"),
     (["--tdf", "inf"], "run.tdf: expected a finite number"),
-    (["--duration", "inf"], "run.duration: expected a finite number"),
+    (["--duration", "inf"], "run.duration: expected emulated time with a unit"),
     (["--set", "traffic.sources.0.rate_pps=1e30"], "a 10000 Mb/s link"),
     (["--set", "net.core.netdev_max_backlog=2147483647"], "of shared memory but /dev/shm has"),
     (["--scenario", "nosuch"], "no such scenario"),
@@ -359,7 +359,7 @@ def test_clean_refuses_names_outside_dev_shm(tmp_path):
 
 def test_clean_refuses_a_live_run(tmp_path):
     run_dir = str(tmp_path / "run")
-    p = start_emu("run", "--duration", "60", "--run-dir", run_dir, *FAST)
+    p = start_emu("run", "--duration", "10s", "--run-dir", run_dir, *FAST)
     try:
         m = wait_manifest(run_dir)
         r = run_emu("clean", run_dir, timeout=60)

@@ -100,3 +100,10 @@ def test_config_is_frozen_and_round_trips():
         c.x = 1
     again = resolve(c.to_toml())
     assert again.to_dict() == c.to_dict()
+
+
+def test_set_adds_a_key_to_a_queue_table_a_file_named_with_other_keys():
+    c = resolve('[sys.class.net.eth0.queues.rx-0]\nrps_flow_cnt = 4096\n',
+                ["sys.class.net.eth0.queues.rx-0.rps_cpus=f"])
+    q = c["sys.class.net.eth0.queues"]["rx-0"]
+    assert q["rps_cpus"] == "f" and q["rps_flow_cnt"] == 4096
