@@ -85,9 +85,11 @@ class CpuAgent:
                 if not ran:
                     time.idle_until(sync.wait_idle(stop_at))
         except Stopped:
-            pass
+            stopped = True              # at once: each CPU ends where it got to
+        else:
+            stopped = False
         end = sync.stop_at()
-        if time.t < end < INF:
+        if not stopped and time.t < end < INF:
             time.idle_until(end)
         counters[_NOW] = time.t
         counters[_LATE_MSGS] = sync.late_msgs

@@ -22,6 +22,7 @@ from emu.counters import MAX_SOURCES, C, Drop, src_drop
 from emu.jit import kernel
 from emu.ring import (CONS, PROD, RX_BYTES, RX_DROP_PEND, RX_DROPS, RX_JUDGED, RX_LAST_READ,
                       RX_NAPI_STATE, RX_OCC, RX_PACKETS, RX_SEEN, USER0, Ring)
+from emu.ringcopy import stamp
 from emu.skb import SKB, SOCK_ENTRY
 
 from .dev import netif_receive_skb_list, netif_receive_steered, netif_receive_udp_entries
@@ -70,9 +71,7 @@ def rx_judge(raw, hdr, now, ring_size, src_drops):
     drops = np.int64(0)
     while judged < prod:
         r = raw[judged & mask]
-        ts = np.int64(0)
-        for b in range(8):
-            ts |= np.int64(r[_TS + b]) << (8 * b)
+        ts = stamp(r, _TS)
         if ts > now:
             break
         if seen and ts <= last and judged >= seen - 1:

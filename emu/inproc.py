@@ -32,7 +32,9 @@ class Baton:
         self.sb = sb
         self.names = names
         n = len(names)
-        self.cv = threading.Condition()
+        self.cv = threading.Condition()           # its lock guards everything here
+        self.turn = [threading.Condition(self.cv) for _ in range(n)]   # one per agent: a
+        # hand-over wakes only the agent that gets the baton, not every thread
         self.current = -1
         self.blocked: list = [None] * n       # the wake sequence it blocked at; None: runnable
         self.wakes = [0] * n
@@ -61,17 +63,22 @@ class Baton:
             if all(self.finished[a] for a in range(len(self.names)) if a != me) \
                     and self.finished[me]:
                 self.current = -1
-                self.cv.notify_all()
+                self.notify_all()
                 return
             if self._runnable(me):
                 return                          # only me: keep going
             self.error = Deadlock(self._describe())
             self.current = -1
-            self.cv.notify_all()
+            self.notify_all()
             return
         self.current = nxt
         self.handovers += 1
-        self.cv.notify_all()
+        self.turn[nxt].notify()
+
+    def notify_all(self) -> None:
+        """Wake every agent's thread (called holding cv): the end, or an error."""
+        for c in self.turn:
+            c.notify_all()
 
     def _describe(self) -> str:
         parts = []
@@ -88,7 +95,7 @@ class Baton:
     def wait_turn(self, me: int) -> None:
         with self.cv:
             while self.current != me and self.error is None:
-                self.cv.wait()
+                self.turn[me].wait()
             if self.error is not None:
                 raise _Abort()
 
@@ -99,7 +106,7 @@ class Baton:
             self.blocked[me] = seq
             self._hand_over(me)
             while self.current != me and self.error is None:
-                self.cv.wait()
+                self.turn[me].wait()
             self.blocked[me] = None
             if self.error is not None:
                 raise _Abort()
@@ -163,7 +170,7 @@ def run_agents(baton: Baton, agents: list, timeout_s: float = 600.0) -> None:
                 if baton.error is None:
                     baton.error = e
                 errors.append(e)
-                baton.cv.notify_all()
+                baton.notify_all()
         finally:
             baton.finish(i)
 
@@ -173,13 +180,13 @@ def run_agents(baton: Baton, agents: list, timeout_s: float = 600.0) -> None:
         t.start()
     with baton.cv:
         baton.current = 0
-        baton.cv.notify_all()
+        baton.notify_all()
     for t in threads:
         t.join(timeout_s)
         if t.is_alive():
             with baton.cv:
                 baton.error = Deadlock(f"{t.name} still running after {timeout_s:.0f} s")
-                baton.cv.notify_all()
+                baton.notify_all()
             raise baton.error
     if baton.error is not None:
         raise baton.error

@@ -36,6 +36,15 @@ def ring_write(raw, prod, src, n):
 
 
 @kernel
+def stamp(r, off):
+    """The little-endian u64 stamp at byte off of one raw record (an emulated time)."""
+    ts = np.int64(0)
+    for b in range(8):
+        ts |= np.int64(r[off + b]) << (8 * b)
+    return ts
+
+
+@kernel
 def ring_visible(raw, cons, prod, ts_off, now):
     """(k, next): how many records from index cons on are visible at time now (their u64
     stamp at byte ts_off is at most now), and the stamp of the first one that is not (0 if
@@ -44,10 +53,7 @@ def ring_visible(raw, cons, prod, ts_off, now):
     k = 0
     i = cons
     while i < prod:
-        r = raw[i & mask]
-        ts = np.int64(0)
-        for b in range(8):
-            ts |= np.int64(r[ts_off + b]) << (8 * b)
+        ts = stamp(raw[i & mask], ts_off)
         if ts > now:
             return k, ts
         k += 1
@@ -63,3 +69,4 @@ def warm() -> None:
         ring_write(raw, 3, rows, 2)
         ring_read(raw, 3, 2, rows)
         ring_visible(raw, 3, 5, 8, 0)
+        stamp(raw[0], 8)

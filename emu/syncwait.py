@@ -35,6 +35,8 @@ class ProcPort:
         self.stop_check = stop_check
         self._stopping = False
         self.addr = [futex.word_address(sb.wake_base, 16 * a) for a in range(sb.nagents)]
+        self._wait_change = futex.wait_change      # bound once: futex's lazy module
+        self._publish = futex.publish              # __getattr__ would run on every call
 
     def send(self, dst: int, msg) -> None:
         self.peers[dst].send(pack(self.run_id, Msg.EVENT, list(msg)))
@@ -54,11 +56,11 @@ class ProcPort:
         return int(self.sb.wake[self.me])
 
     def block(self, seq: int, timeout_ns: int) -> None:
-        futex.wait_change(self.addr[self.me], seq, timeout_ns)
+        self._wait_change(self.addr[self.me], seq, timeout_ns)
 
     def wake(self, agent: int) -> None:
         w = self.sb.wake
-        futex.publish(self.addr[agent], (int(w[agent]) + 1) & 0xFFFFFFFF, 1)
+        self._publish(self.addr[agent], (int(w[agent]) + 1) & 0xFFFFFFFF, 1)
 
     def wall_ns(self) -> int:
         return time.monotonic_ns()

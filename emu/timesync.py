@@ -199,16 +199,16 @@ def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
 @kernel
 def publish(agents, me, value):
     """Store this agent's PUB, then (after a full barrier: a waiter registers, then reads
-    PUB) return the mask of agents waiting for it whose threshold the new time passes. A
-    change between busy and idle wakes every one of them: their bound changes kind."""
-    old = agents[me, PUB]
+    PUB) return the mask of agents waiting for it whose threshold the new time passes.
+    Busy or idle alike: this agent's bound is at most the time it publishes (idle: its
+    next event), so below the threshold the waiter could not go on anyway; and a waiter
+    whose bound came from this agent's relay is registered on the relay's root instead."""
     atomic.store(agents[me], PUB, np.uint64(value))
     t = np.int64(value) >> 1
-    flip = (old & np.uint64(1)) != (np.uint64(value) & np.uint64(1))
     mask = 0
     for w in range(agents.shape[0]):
         if agents[w, WAIT_ON] == np.uint64(me + 1):
-            if flip or t >= np.int64(agents[w, THRESH]):
+            if t >= np.int64(agents[w, THRESH]):
                 mask |= 1 << w
     return mask
 

@@ -76,6 +76,20 @@ def no_leaks(tmp_path):
     assert not new_sems, f"named semaphores left behind: {sorted(new_sems)}"
 
 
+class Spinners:
+    """Two busy loops that keep both cores busy (killed by pid in any case)."""
+
+    def __enter__(self):
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                      for _ in range(2)]
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+            p.wait(10)
+
+
 def emu_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "emu", *args]
 

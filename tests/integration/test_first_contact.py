@@ -17,26 +17,12 @@ import time
 import psutil
 import pytest
 
-from .conftest import ROOT, emu_cmd, report
+from .conftest import ROOT, Spinners, emu_cmd, report
 
 pytestmark = [pytest.mark.integration]
 
 FIRST_LINE_BOUND_S = 10.0      # README: "within 10 s, even with both cores busy"
 LONGEST_SILENCE_S = 15.0
-
-
-class Spinners:
-    """Two processes that keep both cores busy (killed by pid in any case)."""
-
-    def __enter__(self):
-        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                      for _ in range(2)]
-        return self
-
-    def __exit__(self, *exc):
-        for p in self.procs:
-            p.kill()
-            p.wait(10)
 
 
 def _timed_lines(proc: subprocess.Popen, t0: float, out: list) -> None:

@@ -196,15 +196,20 @@ def test_a_signal_ends_the_run_with_its_report(tmp_path, how, sig, status):
 
 
 def test_a_second_ctrl_c_skips_the_drain(tmp_path):
-    # A slow reader (300 us of work per datagram) keeps the sockets full, so the drain that
-    # the first Ctrl-C starts is still going when the second one comes.
+    # Slow readers (300 us of work per datagram) behind 64 MB receive buffers: emptying the
+    # sockets takes seconds of emulated time and tens of thousands of reads, so the drain
+    # that the first Ctrl-C starts is still going when the second one comes. (A slow reader
+    # alone is not enough: time in which little happens passes in little wall time.)
     rc, out, err, m, run_dir = _signal_run(tmp_path, "group", (signal.SIGINT, signal.SIGINT),
                                            extra=("--set", "cost.app=300000",
-                                                  "--set", "run.drain=30ms"))
+                                                  "--set", "net.core.rmem_default=67108864",
+                                                  "--set", "run.drain=20s"))
     assert rc == 130, err
     rep = report(run_dir)
     assert rep["drained"] is False
     assert rep["conservation"]["unaccounted"] == 0        # what did not drain is counted queued
+    assert rep["conservation"]["queued"]["sockets"] > 0
+    assert rep["emulated_ms"] < 10_000                    # stopped where it got to
     assert "Traceback" not in err
 
 

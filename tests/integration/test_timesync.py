@@ -10,31 +10,16 @@ run with RPS may differ by a few frames.
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from .conftest import emu_cmd, report, run_emu, wait_manifest, ROOT
+from .conftest import ROOT, Spinners, emu_cmd, report, run_emu, wait_manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 CPU_KEYS = ("processed", "dropped", "time_squeeze", "hardirqs", "net_rx_softirqs")
-
-
-class Spinners:
-    """Two busy loops that keep both cores busy (killed by pid in any case)."""
-
-    def __enter__(self):
-        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                      for _ in range(2)]
-        return self
-
-    def __exit__(self, *exc):
-        for p in self.procs:
-            p.kill()
-            p.wait(10)
 
 
 def figures(rep: dict) -> dict:

@@ -24,6 +24,7 @@ queues' bounds, which the AgentHost tests of whole hosts exercise.
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -169,7 +170,7 @@ def check(world: World, syncs: list, stop_at: int) -> None:
                     f"(seen from {tw + L_DATA})")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("EMU_SYNC_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plans(), st.integers(0, 3))
 def test_no_graph_deadlocks_or_breaks_causality(plan, seed):
     world, syncs = run_graph(plan, seed)
