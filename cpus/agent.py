@@ -83,13 +83,19 @@ class CpuAgent:
                 counters[_NOW] = time.t
                 counters[_LOOPS] += 1
                 if not ran:
-                    time.idle_until(sync.wait_idle(stop_at))
+                    t = sync.wait_idle(stop_at)
+                    sync.pace(t)        # idle time too: paced, emulated time never runs ahead
+                    time.idle_until(t)
         except Stopped:
             stopped = True              # at once: each CPU ends where it got to
         else:
             stopped = False
         end = sync.stop_at()
         if not stopped and time.t < end < INF:
+            try:
+                sync.pace(end)
+            except Stopped:
+                pass
             time.idle_until(end)
         counters[_NOW] = time.t
         counters[_LATE_MSGS] = sync.late_msgs

@@ -66,9 +66,12 @@ class ProcPort:
         return time.monotonic_ns()
 
     def sleep_until(self, wall_ns: int) -> None:
-        d = wall_ns - time.monotonic_ns()
-        if d > 0:
-            time.sleep(d / 1e9)
+        """Paced: sleep until then, in slices, so that a stop is seen at once."""
+        while not self.stopping():
+            d = wall_ns - time.monotonic_ns()
+            if d <= 0:
+                return
+            time.sleep(min(d, 50_000_000) / 1e9)
 
     def stopping(self) -> bool:
         if not self._stopping and self.stop_check():

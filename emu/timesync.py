@@ -319,6 +319,8 @@ class Sync:
         tdf = int(self.sb.glob[PACE_TDF_MILLI])
         if tdf:
             self.port.sleep_until(int(self.sb.glob[PACE_T0]) + t * tdf // 1000)
+            if self.port.stopping():
+                raise Stopped()
 
     def expect_own(self, te: int, kind: int, arg: int) -> None:
         """An event this agent settled itself (an interrupt whose time it computed): into

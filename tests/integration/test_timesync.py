@@ -118,3 +118,29 @@ def test_no_frame_irq_or_ipi_is_taken_before_its_time_with_rps_and_rfs(tmp_path)
     assert sum(c["received_rps"] for c in rep["cpus"]) > 0
     assert rep["causality"] == {"late_frames": 0, "early_frames": 0, "late_msgs": 0,
                                 "early_events": 0}
+
+
+def test_tdf_caps_the_pace_idle_time_too_and_a_stop_is_seen_at_once(tmp_path):
+    rep = run(tmp_path, "paced", ["--tdf", "500", "--duration", "2ms", "--set", "run.drain=2ms"])
+    assert rep["time"]["wall_s"] >= 4e-3 * 500 * 0.95        # 4 emulated ms at 500x
+    assert rep["time"]["slowdown"] >= 475
+    run_dir = str(tmp_path / "paced-stopped")
+    p = subprocess.Popen(emu_cmd("run", "--run-dir", run_dir, "--no-progress", "--tdf", "1000",
+                                 "--duration", "1s"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    try:
+        wait_manifest(run_dir)
+        time.sleep(1.0)
+        os.killpg(p.pid, signal.SIGINT)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)                      # the drain is paced: stop it
+        p.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    assert p.returncode == 130
+    assert took < 10, f"a paced run took {took:.1f} s to stop"
+    assert report(run_dir)["conservation"]["unaccounted"] == 0
