@@ -63,6 +63,7 @@ class CpuAgent:
         sd.unmask_irq = self.unmask_irq
         sd.send_ipi = self.send_ipi
         cpu.tasks.wake_remote = self.wake_remote
+        cpu.tasks.sync = self.sync_now
         cpu.set_irq_point(self.irq_point)
         sync.frames_check = self.frames_check
         self.tick: Callable[[], None] = _noop          # the shell's hook, once per turn
@@ -76,6 +77,8 @@ class CpuAgent:
                 stop_at = sync.stop_at()
                 if time.t >= stop_at:
                     break
+                if sync.stopped:
+                    raise Stopped()
                 self.tick()
                 sync.pace(time.t)
                 self.irq_point()
@@ -185,10 +188,15 @@ class CpuAgent:
     def _settle(self, ring, armed_at: int, read_at: int):
         """The interrupt's time from the frames already written, or None."""
         hdr = ring.hdr
+        # The frontier first, then the producer index: the NIC writes the slots, then PROD,
+        # then the frontier, so every arrival up to this frontier is in the slots read next.
+        frontier = int(hdr[USER0 + RX_FRONTIER])
+        full_fence()
         cons, prod = int(hdr[CONS]), int(hdr[PROD])
-        n = min(prod - cons, self.rx_ring)
-        idx = np.arange(cons, cons + n) & ring.mask
-        T, _lb = irq_time(armed_at, read_at, ring.slots["ts"][idx],
-                          int(hdr[USER0 + RX_FRONTIER]), self.rx_usecs, self.rx_frames,
-                          self.rx_ring)
+        # Every written slot: the first ones may be frames judged and dropped before the
+        # read time (kept until compaction), so a prefix could miss the arrivals that
+        # decide it while the frontier claims they are known.
+        idx = np.arange(cons, prod) & ring.mask
+        T, _lb = irq_time(armed_at, read_at, ring.slots["ts"][idx], frontier, self.rx_usecs,
+                          self.rx_frames, self.rx_ring)
         return T

@@ -146,6 +146,9 @@ class CpuTasks:
         self.prev_task: Task | None = None
         self.last_jiffy = jiffies(time.now(), self.hz)
         self.wake_remote: Callable[[int], None] = lambda _cpu: None
+        # act only once no peer can still touch shared state before now: USER_ON_RQ is
+        # read by the other CPUs' try_to_wake_up
+        self.sync: Callable[[], None] = lambda: None
         counters[_USER_ON_RQ] = int(self.user.runnable)
 
     def need_resched(self) -> bool:
@@ -202,6 +205,8 @@ class CpuTasks:
             self.counters[C.KSOFTIRQD_WAKEUPS] += 1
 
     def wake_user(self) -> None:
+        if not self.counters[_USER_ON_RQ]:
+            self.sync()              # a change the other CPUs can see: at this time
         self.sched.wake(self.user)
         self.counters[_USER_ON_RQ] = 1
 
@@ -213,6 +218,7 @@ class CpuTasks:
         unlock before it reads USER_ON_RQ), then the queues are checked again, so a datagram
         queued meanwhile is seen here or its producer sees the task asleep and sends the IPI.
         """
+        self.sync()                  # the queues and USER_ON_RQ are shared: at this time
         self.counters[_USER_ON_RQ] = 0
         app = self.app
         if app is not None:

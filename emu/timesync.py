@@ -57,6 +57,7 @@ from .syncblock import (AGENT_WORDS, FINISHED, FRAMES_Q, GLOBAL_WORDS, INF, IPI_
                         busy, idle, layout_words)
 
 WAIT_SLICE_NS = 50_000_000       # a blocked agent looks at its control channel this often
+DATA = -1       # l_final of the data horizon: shared data is touched in (time, CPU) order
 
 
 class Stopped(Exception):
@@ -99,6 +100,9 @@ def inbox_count(sent, taken, r):
 @kernel
 def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay):
     nic = ncpus
+    tie = l_final < 0                          # DATA: no latency, ties broken by CPU number
+    if tie:
+        l_final = 0
     src = np.empty(ncpus, dtype=np.int64)      # the earliest time CPU j can act
     root = np.empty(ncpus, dtype=np.int64)     # whose progress moves it (j, or the NIC)
     via = np.full(ncpus, -1, dtype=np.int64)   # the NIC's bound: for which CPU's queues
@@ -166,6 +170,8 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
                 d = relay + l_relay
                 k = rr
         d = d + l_final
+        if tie and j > me:
+            d += 1                             # at the same time, the lower CPU goes first
         if d < h:
             h = d
             by = root[k]
@@ -179,8 +185,9 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
 @kernel
 def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay):
     """(h, by, base, via): no effect of another agent can reach CPU me before h, an effect
-    of a CPU taking l_final after that CPU acts (lat_ipi for an IPI, lat_cacheline for a
-    store), an idle CPU being woken l_relay after another acts (by an IPI). The bound
+    of a CPU taking l_final after that CPU acts (lat_ipi for an IPI; DATA for shared data:
+    no latency, and at equal times the lower CPU first), an idle CPU being woken l_relay
+    after another acts (by an IPI). The bound
     comes from agent by, whose progress moves it: a CPU (its published time, or its next
     event), the NIC (ncpus: the interrupt bound of CPU via's queues), or me (a message
     already on its way to me); base is that agent's own bound. All -1 if the words kept
@@ -249,6 +256,13 @@ def bump(glob):
     atomic.add(glob, VERSION, np.uint64(1))
 
 
+def _order(kind: int, arg: int, src: int, seq: int) -> tuple:
+    """The order of events due at the same time, whatever order they arrived in: by kind,
+    then an interrupt by its queue (whether the NIC or the CPU itself settled it), an IPI
+    by its sender; the arrival sequence last (one sender's messages keep their order)."""
+    return (kind, arg if kind == IRQ else src, seq)
+
+
 class Sync:
     """One agent's end of the synchronization: publishing, its horizon, its event heap,
     sending, and blocking, through a Port that knows how to block, wake and carry messages:
@@ -261,7 +275,8 @@ class Sync:
         port.wake(agent)            wake an agent
         port.wall_ns()              real time, for the wait statistics
         port.sleep_until(wall_ns)   pacing: sleep until that real time
-        port.stopping()             True when the run must end now (then Stopped is raised)
+        port.stopping()             True when the run must end now (waits then return, and
+                                    the agent's loop raises Stopped at its next safe point)
     """
 
     def __init__(self, sb: SyncBlock, me: int, lat_ipi: int, lat_data: int, port):
@@ -269,7 +284,7 @@ class Sync:
         self.me = me
         self.ncpus = sb.ncpus
         self.l_msg = int(lat_ipi)    # another CPU's message takes effect this much later
-        self.l_data = int(lat_data)  # its store is seen this much later (the lookahead L)
+        self.l_data = int(lat_data)  # its queued entry is seen this much later (by stamp)
         self.port = port
         self.h = 0                   # cached horizon: nothing at all can reach me before it
         self.hm = 0                  # ... no message (IRQ, IPI) before this one
@@ -277,6 +292,7 @@ class Sync:
         self.heap: list = []         # (te, seq, kind, arg, src) of the messages taken
         self._seq = 0
         self.late_msgs = 0           # messages that came after the horizon had passed them
+        self.stopped = False         # told to stop at once: waits return, the loop ends
         # frames_check(q, t): the NIC has written every frame of queue q arriving by t (or
         # the ring has no room left); set by an agent that reads RX rings
         self.frames_check = None
@@ -326,7 +342,7 @@ class Sync:
         """An event this agent settled itself (an interrupt whose time it computed): into
         its heap, as if it had been sent to it."""
         self._seq += 1
-        heapq.heappush(self.heap, (te, self._seq, kind, arg, self.me))
+        heapq.heappush(self.heap, (te, _order(kind, arg, self.me, self._seq), kind, arg, self.me))
 
     def expect_irq(self, q: int, b: int) -> None:
         """Queue q's interrupt may take effect on this CPU from b on (the driver unmasked
@@ -341,7 +357,7 @@ class Sync:
     # -- the horizon -------------------------------------------------------------------------
     def horizon(self, l_final: int | None = None) -> tuple[int, int, int, int]:
         sb = self.sb
-        lf = self.l_data if l_final is None else l_final
+        lf = DATA if l_final is None else l_final
         while True:
             h, by, base, via = horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent,
                                        sb.taken, sb.first, self.ncpus, self.me, lf, self.l_msg)
@@ -356,7 +372,7 @@ class Sync:
             if busy(t) != self.pub:
                 self._publish(busy(t))
             return
-        self._until(t, self.l_data)
+        self._until(t, DATA)
 
     def until_msgs(self, t: int) -> None:
         """Return once no message (IRQ, IPI) can still come for this CPU at t or before,
@@ -381,8 +397,12 @@ class Sync:
                         self.hm = h
                 return
             if by == self.me:
+                if self.stopped:
+                    return
                 continue                         # a message to me is on its way: take it
             self.block(by, base + (t + 1 - h), t, 0, lambda: self.horizon(lf)[0] > t, via)
+            if self.stopped:
+                return
 
     def wait_idle(self, stop_at: int) -> int:
         """This CPU has nothing to run: publish idle, block until its next event (or
@@ -401,6 +421,8 @@ class Sync:
             self.block(by, base + (goal + 1 - h), goal, 0,
                        lambda: self.horizon(self.l_msg)[0] > goal or self._inbox_changed(),
                        via)
+            if self.stopped:
+                raise Stopped()                  # idle: nothing in hand, a safe point
             stop_at = min(stop_at, self.stop_at())
 
     def _inbox_changed(self) -> bool:
@@ -428,13 +450,16 @@ class Sync:
             sb.held[self.me, by] += waited       # [me, me]: waiting for work, not held
         sb.agents[self.me, WAIT_ON] = 0
         if port.stopping():
-            raise Stopped()
+            # Not raised here: this may be the middle of a poll, with frames in hand. The
+            # waits return, the work in hand finishes unsynchronized, and the agent stops
+            # at its next safe point (its loop's top, or idle), where nothing is in flight.
+            self.stopped = True
 
     # -- frames from the NIC -----------------------------------------------------------------
     def wait_frames(self, q: int, t: int) -> None:
         """Block until frames_check(q, t) holds (the NIC wakes this agent)."""
         self.busy(t)
-        while not self.frames_check(q, t):
+        while not self.frames_check(q, t) and not self.stopped:
             self.block(self.sb.nic, t, t, q + 1, lambda: self.frames_check(q, t))
 
     # -- messages --------------------------------------------------------------------------
@@ -450,8 +475,8 @@ class Sync:
         if sb.agents[dst, WAIT_ON]:
             self.port.wake(dst)
         # the receiver may answer from te on
-        if te + self.l_data < self.h:
-            self.h = te + self.l_data
+        if te < self.h:
+            self.h = te
         if te + self.l_msg < self.hm:
             self.hm = te + self.l_msg
 
@@ -471,7 +496,7 @@ class Sync:
             if te < promised:
                 self.late_msgs += 1              # a causality error: must never happen
             self._seq += 1
-            heapq.heappush(self.heap, (te, self._seq, kind, arg, src))
+            heapq.heappush(self.heap, (te, _order(kind, arg, src, self._seq), kind, arg, src))
             counts[src] += 1
             if kind == IRQ:
                 irqs.append(arg)

@@ -75,6 +75,8 @@ class NicAgent:
         """Until every CPU has finished (or the run is stopped at once)."""
         try:
             while not self.cpus_finished():
+                if self.sync.stopped:
+                    raise Stopped()
                 self.tick()
                 if not self.step():
                     self.sync.block(self.sb.nic, 0, self.G, 0, self.has_work)
