@@ -28,14 +28,13 @@ import numpy as np
 from emu.coalesce import irq_time
 from emu.counters import C
 from emu.ring import (CONS, PROD, RX_FRONTIER, RX_IRQS, RX_NIC_WAITS, RX_READ_AT, RX_SETTLED,
-                      RX_UNMASK_AT, RX_UNMASK_GEN, USER0)
+                      RX_UNMASK_AT, RX_UNMASK_GEN, USER0, rx_written_by)
 from emu.timesync import INF, IPI_RES, IPI_RPS, IRQ, WAIT_ON, Stopped, full_fence
 
 from .kernel import Cpu
 
 _NOW = int(C.NOW)
 _LOOPS = int(C.LOOPS)
-_EARLY_EVENTS = int(C.EARLY_EVENTS)
 _LATE_MSGS = int(C.LATE_MSGS)
 
 
@@ -113,9 +112,7 @@ class CpuAgent:
         sync.until_msgs(time.t)
         heap = sync.heap
         while heap and heap[0][0] <= time.t:
-            te, _seq, kind, arg, _src = heapq.heappop(heap)
-            if te > time.t:
-                self.counters[_EARLY_EVENTS] += 1
+            _te, _seq, kind, arg, _src = heapq.heappop(heap)
             if kind == IRQ:
                 cpu.hardirq(arg)
             elif kind == IPI_RPS:
@@ -135,9 +132,7 @@ class CpuAgent:
 
     # -- the RX rings and the NIC ----------------------------------------------------------
     def frames_check(self, q: int, t: int) -> bool:
-        hdr = self.rings[q].hdr
-        return (int(hdr[USER0 + RX_FRONTIER]) >= t
-                or int(hdr[PROD]) - int(hdr[CONS]) >= self.rings[q].capacity)
+        return rx_written_by(self.rings[q], t)
 
     def frames_ready(self, q: int, t: int) -> bool:
         """True once every frame of queue q arriving by t is in the slots; False if the

@@ -73,17 +73,13 @@ _cpu_names = [
     # user task
     "RECVMSG_CALLS", "USER_DATAGRAMS",
     "USER_ON_RQ",           # 1 while the user task is runnable (what a remote ttwu reads)
-    # messages sent to this CPU's inbox (IRQs, IPIs): each sender adds 1 atomically before
-    # it sends, so the CPU looks into ZeroMQ only while one it has not taken is on its way
-    "INBOX_SENT",
     # heartbeat of the process loop (increases while the CPU process runs)
     "LOOPS",
     # causality checks of the time synchronization (each must stay 0): frames judged after
     # a poll that should have seen them, frames taken before their arrival, messages that
-    # came after the horizon had passed their time, events taken before their time
-    "LATE_FRAMES", "EARLY_FRAMES", "LATE_MSGS", "EARLY_EVENTS",
-    # data another CPU queued that this one had to wait for (a cache line in flight)
-    "DATA_STALLS",
+    # came after the horizon had passed their time (an event is never taken before its
+    # time: the heap is popped only up to the CPU's time)
+    "LATE_FRAMES", "EARLY_FRAMES", "LATE_MSGS",
 ]
 _cpu_names += [f"SOFTIRQ_{i}" for i in range(NR_SOFTIRQS)]
 _cpu_names += [f"IRQ_{q}" for q in range(MAX_QUEUES)]
@@ -107,7 +103,7 @@ def src_drop(reason: int, src: int) -> int:
     return SRC_DROP0 + reason * MAX_SOURCES + src
 
 
-_nic_names = ["GENERATED", "GENERATED_BYTES", "LOOPS", "NOW", "STOPPED", "BUFFERED"]
+_nic_names = ["GENERATED", "GENERATED_BYTES", "LOOPS", "NOW", "BUFFERED"]
 _nic_names += [f"Q{q}_{f}" for q in range(MAX_QUEUES)
                for f in ("PACKETS", "BYTES", "DROPS", "IRQS")]
 _nic_names += [f"SRC_SENT_{s}" for s in range(MAX_SOURCES)]

@@ -130,7 +130,7 @@ def build(snap, queues: dict, cluster=None, interrupted: bool = False, drained: 
         },
         "time": return_time,
         "causality": {k.lower(): int(cpu[:, getattr(C, k)].sum())
-                      for k in ("LATE_FRAMES", "EARLY_FRAMES", "LATE_MSGS", "EARLY_EVENTS")},
+                      for k in ("LATE_FRAMES", "EARLY_FRAMES", "LATE_MSGS")},
         "nic_generated_check": int(nic[N.GENERATED]),
     }
 
