@@ -141,10 +141,7 @@ def rx_take(raw, hdr, now, budget, ring_size, out, src_drops):
         if r[_DROP]:
             pend -= 1
             continue
-        ts = np.int64(0)
-        for b in range(8):
-            ts |= np.int64(r[_TS + b]) << (8 * b)
-        if ts > now:
+        if stamp(r, _TS) > now:
             early += 1
         out[taken] = r
         taken += 1

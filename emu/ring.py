@@ -57,6 +57,14 @@ def ring_bytes(dtype: np.dtype, capacity: int) -> int:
     return HEADER_BYTES + np.dtype(dtype).itemsize * capacity
 
 
+def rx_written_by(ring: "Ring", t: int) -> bool:
+    """Every frame of an RX queue arriving by t is in its slots (the NIC's frontier has
+    reached t), or the slots are full: what a driver waiting for frames waits for."""
+    hdr = ring.hdr
+    return (int(hdr[USER0 + RX_FRONTIER]) >= t
+            or int(hdr[PROD]) - int(hdr[CONS]) >= ring.capacity)
+
+
 class Ring:
     __slots__ = ("hdr", "slots", "raw", "capacity", "mask")
 

@@ -29,7 +29,7 @@ import numpy as np
 from emu.coalesce import check, irq_time
 from emu.counters import N
 from emu.ring import (CONS, PROD, RX_FRONTIER, RX_IRQS, RX_NIC_WAITS, RX_READ_AT, RX_SETTLED,
-                      RX_UNMASK_AT, RX_UNMASK_GEN, USER0)
+                      RX_UNMASK_AT, RX_UNMASK_GEN, USER0, rx_written_by)
 from emu.syncblock import TRAFFIC_END
 from emu.timesync import (FINISHED, FRAMES_Q, INF, IRQ, PUB, STATE, THRESH, VIA, Stopped,
                           busy, full_fence, idle, nic_bound, waiting_for)
@@ -175,19 +175,22 @@ class NicAgent:
     def _need_more(self) -> bool:
         """Generate further: the slots can take more, an armed queue's interrupt needs later
         arrivals to be settled, or a CPU waits for frames not generated yet."""
-        if sum(self.nbuf) < self.buf_limit and self.G < self._ahead_limit():
+        if self._room_ahead():
             return True
         if any(a is not None for a in self.armed):
             return True
         return self._cpu_needs_frames()
 
-    def _ahead_limit(self) -> int:
-        """How far generation may run ahead: AHEAD_NS past the furthest busy CPU. It keeps
-        the frames written ahead (and the drain after a Ctrl-C) short; a CPU that gets to
-        the frontier wakes the NIC, which then generates AHEAD_NS further at once."""
+    def _room_ahead(self) -> bool:
+        """Generate on its own: the buffer has room and generation is less than AHEAD_NS
+        past the furthest busy CPU. That keeps the frames written ahead (and the drain
+        after a Ctrl-C) short; a CPU that gets to the frontier wakes the NIC, which then
+        generates AHEAD_NS further at once."""
+        if sum(self.nbuf) >= self.buf_limit:
+            return False
         pub = self.sb.agents[:self.sb.ncpus, PUB]
         busy_t = [int(v) >> 1 for v in pub if not int(v) & 1]
-        return max(busy_t) + AHEAD_NS if busy_t else INF
+        return not busy_t or self.G < max(busy_t) + AHEAD_NS
 
     def _cpu_needs_frames(self) -> bool:
         mask = waiting_for(self.sb.agents, self.sb.nic)
@@ -236,7 +239,7 @@ class NicAgent:
                 fq = int(a[FRAMES_Q])
                 need = int(a[THRESH])
                 if fq:
-                    ok = self.frames_ok(fq - 1, need)
+                    ok = rx_written_by(self.rings[fq - 1], need)
                 else:
                     via = int(a[VIA]) - 1
                     ok = int(nic_bound(sb.qbound, sb.qtarget, via if via >= 0 else w)) >= need
@@ -244,12 +247,6 @@ class NicAgent:
                     self.sync.port.wake(w)
             mask >>= 1
             w += 1
-
-    def frames_ok(self, q: int, t: int) -> bool:
-        ring = self.rings[q]
-        hdr = ring.hdr
-        return (int(hdr[USER0 + RX_FRONTIER]) >= t
-                or int(hdr[PROD]) - int(hdr[CONS]) >= ring.capacity)
 
     def has_work(self) -> bool:
         """Checked after registering as waiting: anything a turn would move."""
@@ -265,8 +262,7 @@ class NicAgent:
         for q, ring in enumerate(self.rings):
             if self.nbuf[q] and int(ring.hdr[PROD]) - int(ring.hdr[CONS]) < ring.capacity:
                 return True
-        if self.G < INF and ((sum(self.nbuf) < self.buf_limit and self.G < self._ahead_limit())
-                             or self._cpu_needs_frames()):
+        if self.G < INF and (self._room_ahead() or self._cpu_needs_frames()):
             return True
         if self.cpus_finished():
             return True
