@@ -65,7 +65,7 @@ class Cpu:
         if knobs.flow_limit_cpu_bitmap >> cpu_id & 1:
             sd.flow_limit = FlowLimit(knobs.flow_limit_table_len)
 
-        self.driver = driver = RxDriver(sd, net, rx_rings)
+        self.driver = RxDriver(sd, net, rx_rings)
         self.app = app = App(cpu_id, [s for s in net.socks.sockets if s.reader_cpu == cpu_id],
                              time, counters, costs, knobs.recv_batch, net.sock_table, net.ncpus)
         tasks.app = app

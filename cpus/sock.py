@@ -49,7 +49,7 @@ import numpy as np
 from emu.counters import MAX_SOURCES, SRC_DELIVERED0, C
 from emu.jit import kernel
 from emu.ring import CONS, PROD, U_DEFICIT, U_DROPS, U_READER_Q, U_RMEM, U_RXHASH, USER0, Ring
-from emu.ringcopy import ring_read, ring_visible, ring_write
+from emu.ringcopy import ring_read, ring_visible
 from emu.skb import INT_MAX, SOCK_ENTRY
 
 from .rps import rps_cpu_mask

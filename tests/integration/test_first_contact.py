@@ -48,6 +48,21 @@ def _stop(p, t):
     t.join(10)
 
 
+def _ctrl_c_once_said(p, lines, word: str, within_s: float, settle: float = 0.0):
+    """Ctrl-C (to the process group) once the run has said word; (its descendants as they
+    were then, seconds it took to exit)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and not any(word in ln for _, ln in lines):
+        time.sleep(0.01)
+    assert any(word in ln for _, ln in lines), lines
+    time.sleep(settle)
+    kids = psutil.Process(p.pid).children(recursive=True)
+    t_int = time.monotonic()
+    os.killpg(p.pid, signal.SIGINT)
+    p.wait(60)
+    return kids, time.monotonic() - t_int
+
+
 @pytest.fixture
 def cold_cache(tmp_path):
     env = dict(os.environ)
@@ -101,16 +116,7 @@ def test_ctrl_c_during_the_compile_ends_at_once_leaving_nothing(tmp_path, cold_c
     run_dir = str(tmp_path / "run")
     p, t, lines = _start(["--duration", "5ms"], cold_cache, run_dir)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any("compiling" in ln for _, ln in lines):
-            time.sleep(0.05)
-        assert any("compiling" in ln for _, ln in lines), lines
-        time.sleep(1.0)
-        workers = [c for c in psutil.Process(p.pid).children(recursive=True)]
-        t_int = time.monotonic()
-        os.killpg(p.pid, signal.SIGINT)
-        p.wait(60)
-        took = time.monotonic() - t_int
+        workers, took = _ctrl_c_once_said(p, lines, "compiling", 120, settle=1.0)
     finally:
         _stop(p, t)
     assert p.returncode == 130, lines
@@ -129,15 +135,7 @@ def test_ctrl_c_while_the_processes_start_ends_at_once_leaving_nothing(tmp_path)
     run_dir = str(tmp_path / "run")
     p, t, lines = _start(["--duration", "2s"], dict(os.environ), run_dir)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any("starting" in ln for _, ln in lines):
-            time.sleep(0.01)
-        assert any("starting" in ln for _, ln in lines), lines
-        kids = psutil.Process(p.pid).children(recursive=True)
-        t_int = time.monotonic()
-        os.killpg(p.pid, signal.SIGINT)
-        p.wait(60)
-        took = time.monotonic() - t_int
+        kids, took = _ctrl_c_once_said(p, lines, "starting", 90)
     finally:
         _stop(p, t)
     assert p.returncode == 130, lines
