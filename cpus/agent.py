@@ -56,15 +56,26 @@ class CpuAgent:
         self.rx_ring = cpu.net.knobs.rx_ring
         sd = cpu.sd
         sd.sync = self.sync_now
-        cpu.app.sync = self.sync_now
+        # The user task's reads and its run state are data this CPU owns: other CPUs touch
+        # them only from NET_RX (enqueue, try_to_wake_up). With RFS on, its recvmsg also
+        # writes the flow table every CPU shares.
+        cpu.app.sync = self.sync_now if cpu.net.rfs else self.sync_owned
         sd.frames_ready = self.frames_ready
         sd.rx_consumed = self.rx_consumed
         sd.unmask_irq = self.unmask_irq
         sd.send_ipi = self.send_ipi
         cpu.tasks.wake_remote = self.wake_remote
-        cpu.tasks.sync = self.sync_now
+        cpu.tasks.sync = self.sync_owned
+        cpu.tasks.sync_shared = self.sync_now
         cpu.set_irq_point(self.irq_point)
         sync.frames_check = self.frames_check
+        # A CPU sends messages (RPS IPIs, remote wake-ups) only from NET_RX: with no softirq
+        # pending or running it sends none before it takes an interrupt or IPI, and then
+        # not before that handler's cost and the softirq entry are charged.
+        softirq = cpu.softirq
+        sync.quiet = lambda: not (softirq.pending or softirq.serving or self.time.in_hardirq
+                                  or sd.rps_ipi_list)
+        sync.react = min(costs.hardirq, costs.ipi) + costs.softirq_entry
         self.tick: Callable[[], None] = _noop          # the shell's hook, once per turn
 
     # -- the loop --------------------------------------------------------------------------
@@ -102,6 +113,9 @@ class CpuAgent:
         counters[_NOW] = time.t
         counters[_LATE_MSGS] = sync.late_msgs
         sync.finish()
+
+    def sync_owned(self) -> None:
+        self.sync.until_owned(self.time.t)
 
     def sync_now(self) -> None:
         self.sync.until(self.time.t)

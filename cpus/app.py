@@ -43,8 +43,12 @@ class App:
         self.sync: Callable[[], None] = _noop         # act only once no peer can still reach now
         self.on_read: Callable[[np.ndarray], None] | None = None   # sees what was read
 
-    def queued(self) -> bool:
-        return any(len(s.ring) for s in self.sockets)
+    def queued(self, now: int) -> int:
+        """Datagrams queued on its sockets by emulated time now (cpus.sock.produced_by):
+        call it synchronized (self.sync()), so that the count is the same however far the
+        producers have got."""
+        lat = self.costs.lat_cacheline
+        return sum(s.produced_by(now, lat) for s in self.sockets)
 
     def run(self, tasks) -> int:
         """One turn of the task; returns the datagrams still queued on its sockets."""
@@ -52,7 +56,6 @@ class App:
         left = self.recv_batch
         per = self.costs.recvmsg + self.costs.app
         chunk = max(1, SAFE_POINT_NS // per) if per else left
-        remaining_total = 0
         sched = tasks.sched
         for s in self.sockets:
             while left > 0:
@@ -76,8 +79,8 @@ class App:
                 self.irq_point()
                 if sched.need_resched or remaining == 0:
                     break
-            remaining_total += len(s.ring)
             if sched.need_resched:
                 break
         time.ctx = SYSTEM
-        return remaining_total
+        self.sync()
+        return self.queued(time.t)

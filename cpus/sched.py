@@ -148,7 +148,8 @@ class CpuTasks:
         self.wake_remote: Callable[[int], None] = lambda _cpu: None
         # act only once no peer can still touch shared state before now: USER_ON_RQ is
         # read by the other CPUs' try_to_wake_up
-        self.sync: Callable[[], None] = lambda: None
+        self.sync: Callable[[], None] = lambda: None          # for this CPU's own state
+        self.sync_shared: Callable[[], None] = lambda: None   # for another CPU's
         counters[_USER_ON_RQ] = int(self.user.runnable)
 
     def need_resched(self) -> bool:
@@ -166,8 +167,6 @@ class CpuTasks:
                 self.sched.tick(now)
             self.last_jiffy = j
         app = self.app
-        if app is not None and not self.user.runnable and app.queued():
-            self.wake_user()
         task = self.sched.pick_next(now)
         if task is not self.prev_task:
             counters[C.CTXT] += 1
@@ -225,7 +224,7 @@ class CpuTasks:
             for s in app.sockets:
                 s.lock.acquire()
                 s.lock.release()
-            if app.queued():
+            if app.queued(self.time.t):
                 self.counters[_USER_ON_RQ] = 1
                 return
         self.sched.sleep(self.user)
@@ -238,7 +237,9 @@ class CpuTasks:
         others = self.cpu_counters
         if others is None:
             self.wake_remote(reader)
-        elif not others[reader][_USER_ON_RQ]:
+            return
+        self.sync_shared()           # another CPU's USER_ON_RQ: read at this time
+        if not others[reader][_USER_ON_RQ]:
             # A task already on its runqueue, or already being woken, needs no IPI; the
             # waker marks it (p->__state leaves TASK_INTERRUPTIBLE) so later wakers send
             # none. The producer published the skb before it read USER_ON_RQ (its socket

@@ -205,6 +205,18 @@ class UdpSocket:
                 self.lock.release()
         return out, int(hdr[PROD]) - int(hdr[CONS])
 
+    def produced_by(self, now: int, lat: int) -> int:
+        """The queued entries queued by now: stamped at most now + lat (a remote producer's
+        entry is stamped lat after its enqueue, the reader's own CPU's at it). The reader
+        counts them as there (it must not sleep on them) though it sees them only at their
+        stamp; entries queued later, by a producer ahead in time, are not there yet."""
+        ring = self.ring
+        cons, prod = ring.cons, ring.prod
+        if prod <= cons:
+            return 0
+        k, _nxt = ring_visible(ring.raw, cons, prod, _ENTRY_TS, now + lat)
+        return int(k)
+
     def next_visible(self, now: int) -> int:
         """When the first queued entry becomes visible (now if it already is; 0 if none)."""
         ring = self.ring

@@ -52,12 +52,13 @@ from . import atomic
 from .jit import kernel
 
 from .syncblock import (AGENT_WORDS, FINISHED, FRAMES_Q, GLOBAL_WORDS, INF, IPI_RES,  # noqa: F401
-                        IPI_RPS, IRQ, NEED, PACE_T0, PACE_TDF_MILLI, PUB, RUNNING, STATE,
-                        STOP_AT, THRESH, VERSION, VIA, WAIT_NS, WAIT_ON, WAITS, SyncBlock,
-                        busy, idle, layout_words)
+                        IPI_RPS, IRQ, NEED, PACE_T0, PACE_TDF_MILLI, PUB, RUNNING, SEND,
+                        STATE, STOP_AT, THRESH, VERSION, VIA, WAIT_NS, WAIT_ON, WAITS, WKIND,
+                        SyncBlock, busy, idle, layout_words)
 
 WAIT_SLICE_NS = 50_000_000       # a blocked agent looks at its control channel this often
 DATA = -1       # l_final of the data horizon: shared data is touched in (time, CPU) order
+OWNED = -2      # ... of the owner's horizon: data that other CPUs touch only from NET_RX
 
 
 class Stopped(Exception):
@@ -98,12 +99,14 @@ def inbox_count(sent, taken, r):
 
 
 @kernel
-def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay):
+def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay,
+                  word, react):
     nic = ncpus
     tie = l_final < 0                          # DATA: no latency, ties broken by CPU number
     if tie:
         l_final = 0
     src = np.empty(ncpus, dtype=np.int64)      # the earliest time CPU j can act
+    eff = np.empty(ncpus, dtype=np.int64)      # ... can have an effect (src + react if quiet)
     root = np.empty(ncpus, dtype=np.int64)     # whose progress moves it (j, or the NIC)
     via = np.full(ncpus, -1, dtype=np.int64)   # the NIC's bound: for which CPU's queues
     is_idle = np.zeros(ncpus, dtype=np.bool_)
@@ -119,8 +122,9 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
             # It acts no more: neither its interrupts nor messages sent to it after it
             # finished (by a CPU whose last work ran past STOP_AT) can move anybody.
             src[j] = INF
+            eff[j] = INF
             continue
-        v = np.int64(agents[j, PUB])
+        v = np.int64(agents[j, word])
         t = v >> 1
         if (v & 1) == 1:
             is_idle[j] = True
@@ -135,6 +139,9 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
                 root[j] = j
                 via[j] = -1
         src[j] = t
+        if is_idle[j]:
+            t += react
+        eff[j] = t
         if t < m1:
             m2 = m1
             a2 = a1
@@ -157,17 +164,18 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
     for j in range(ncpus):
         if j == me:
             continue
-        d = src[j]
+        d = eff[j]
         k = j
         if is_idle[j]:
-            # woken by the earliest other CPU (not me: my own sends lower my cached horizon)
+            # woken by the earliest other CPU (not me: my own sends lower my cached horizon),
+            # then as long as any interrupt takes before it can act
             relay = m1
             rr = a1
             if j == a1:
                 relay = m2
                 rr = a2
-            if rr >= 0 and relay + l_relay < d:
-                d = relay + l_relay
+            if rr >= 0 and relay + l_relay + react < d:
+                d = relay + l_relay + react
                 k = rr
         d = d + l_final
         if tie and j > me:
@@ -183,7 +191,8 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
 
 
 @kernel
-def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay):
+def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay,
+            word, react):
     """(h, by, base, via): no effect of another agent can reach CPU me before h, an effect
     of a CPU taking l_final after that CPU acts (lat_ipi for an IPI; DATA for shared data:
     no latency, and at equal times the lower CPU first), an idle CPU being woken l_relay
@@ -196,7 +205,7 @@ def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
         v1 = atomic.load(glob, VERSION)
         atomic.fence()
         h, by, base, via = _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus,
-                                         me, l_final, l_relay)
+                                         me, l_final, l_relay, word, react)
         atomic.fence()
         if atomic.load(glob, VERSION) == v1:
             return h, by, base, via
@@ -204,18 +213,21 @@ def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
 
 
 @kernel
-def publish(agents, me, value):
-    """Store this agent's PUB, then (after a full barrier: a waiter registers, then reads
-    PUB) return the mask of agents waiting for it whose threshold the new time passes.
-    Busy or idle alike: this agent's bound is at most the time it publishes (idle: its
-    next event), so below the threshold the waiter could not go on anyway; and a waiter
-    whose bound came from this agent's relay is registered on the relay's root instead."""
+def publish(agents, me, value, send):
+    """Store this agent's PUB and SEND, then (after a full barrier: a waiter registers, then
+    reads them) return the mask of agents waiting for it whose threshold the new time passes
+    (the SEND time for a waiter on the message horizon, else the PUB time). Busy or idle
+    alike: this agent's bound is at most the time it publishes (idle: its next event), so
+    below the threshold the waiter could not go on anyway; and a waiter whose bound came
+    from this agent's relay is registered on the relay's root instead."""
+    agents[me, SEND] = np.uint64(send)
     atomic.store(agents[me], PUB, np.uint64(value))
     t = np.int64(value) >> 1
+    ts = np.int64(send) >> 1
     mask = 0
     for w in range(agents.shape[0]):
         if agents[w, WAIT_ON] == np.uint64(me + 1):
-            if t >= np.int64(agents[w, THRESH]):
+            if (ts if agents[w, WKIND] else t) >= np.int64(agents[w, THRESH]):
                 mask |= 1 << w
     return mask
 
@@ -232,7 +244,7 @@ def waiting_for(agents, me):
 
 
 @kernel
-def register_wait(agents, me, by, thresh, need, frames_q, via):
+def register_wait(agents, me, by, thresh, need, frames_q, via, kind):
     """Say whom this agent waits for and until when, then a full barrier (its next read of
     the others' words comes after, so a publisher either sees it waiting or it sees the
     publisher's new time)."""
@@ -241,6 +253,7 @@ def register_wait(agents, me, by, thresh, need, frames_q, via):
     a[NEED] = np.uint64(need)
     a[FRAMES_Q] = np.uint64(frames_q)
     a[VIA] = np.uint64(via + 1)
+    a[WKIND] = np.uint64(kind)
     atomic.store(a, WAIT_ON, np.uint64(by + 1))
 
 
@@ -288,7 +301,13 @@ class Sync:
         self.port = port
         self.h = 0                   # cached horizon: nothing at all can reach me before it
         self.hm = 0                  # ... no message (IRQ, IPI) before this one
+        self.ho = 0                  # ... nothing on data this CPU owns (until_owned)
         self.pub = 0                 # the value last published (the block starts busy at 0)
+        self.send_word = 0           # ... and its SEND word
+        # quiet(): this agent sends no message before it takes another interrupt or IPI, and
+        # then not before react ns of work (set by a CPU; None: it may send at any time)
+        self.quiet = None
+        self.react = 0
         self.heap: list = []         # (te, seq, kind, arg, src) of the messages taken
         self._seq = 0
         self.late_msgs = 0           # messages that came after the horizon had passed them
@@ -299,10 +318,18 @@ class Sync:
 
     # -- publishing ------------------------------------------------------------------------
     def _publish(self, value: int) -> None:
-        if value == self.pub:
+        send = value
+        if not value & 1 and self.quiet is not None and self.quiet():
+            # Quiet: the next message can only follow an interrupt, taken no earlier than
+            # now and than the first one it holds (or one still on its way, which the
+            # horizon reads from the channels as for an idle agent).
+            nxt = self.heap[0][0] if self.heap else INF
+            send = idle(max(value >> 1, nxt))
+        if value == self.pub and send == self.send_word:
             return
         self.pub = value
-        mask = publish(self.sb.agents, self.me, value)
+        self.send_word = send
+        mask = publish(self.sb.agents, self.me, value, send)
         if mask:
             self._wake_mask(mask)
 
@@ -343,6 +370,8 @@ class Sync:
         its heap, as if it had been sent to it."""
         self._seq += 1
         heapq.heappush(self.heap, (te, _order(kind, arg, self.me, self._seq), kind, arg, self.me))
+        if self.send_word & 1 and te < self.send_word >> 1:
+            self._publish(self.pub)              # quiet until an earlier interrupt now
 
     def expect_irq(self, q: int, b: int) -> None:
         """Queue q's interrupt may take effect on this CPU from b on (the driver unmasked
@@ -351,16 +380,26 @@ class Sync:
         bump(self.sb.glob)
         if b < self.h:
             self.h = b
+        if b < self.ho:
+            self.ho = b
         if b < self.hm:
             self.hm = b
 
     # -- the horizon -------------------------------------------------------------------------
     def horizon(self, l_final: int | None = None) -> tuple[int, int, int, int]:
+        """The data horizon (l_final None: the others' PUB words), or the message horizon
+        (their SEND words: a quiet CPU's message comes react after its next interrupt)."""
         sb = self.sb
-        lf = DATA if l_final is None else l_final
+        if l_final is None or l_final == DATA:
+            lf, word, react = DATA, PUB, 0
+        elif l_final == OWNED:
+            lf, word, react = DATA, SEND, self.react
+        else:
+            lf, word, react = l_final, SEND, self.react
         while True:
             h, by, base, via = horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent,
-                                       sb.taken, sb.first, self.ncpus, self.me, lf, self.l_msg)
+                                       sb.taken, sb.first, self.ncpus, self.me, lf, self.l_msg,
+                                       word, react)
             if h >= 0:
                 return int(h), int(by), int(base), int(via)
 
@@ -373,6 +412,17 @@ class Sync:
                 self._publish(busy(t))
             return
         self._until(t, DATA)
+
+    def until_owned(self, t: int) -> None:
+        """until(t) for data this CPU owns and other CPUs touch only from NET_RX (its
+        sockets' receive side, its task's run state): a quiet CPU (with no softirq pending
+        or running) cannot touch it before it takes an interrupt, so only the time it can
+        next do so holds this CPU back, not its published time."""
+        if t < self.ho:
+            if busy(t) != self.pub:
+                self._publish(busy(t))
+            return
+        self._until(t, OWNED)
 
     def until_msgs(self, t: int) -> None:
         """Return once no message (IRQ, IPI) can still come for this CPU at t or before,
@@ -389,10 +439,17 @@ class Sync:
             self.drain()
             h, by, base, via = self.horizon(lf)
             if h > t:
+                # data horizon <= owner's horizon <= message horizon
                 if lf == self.l_msg:
                     self.hm = h
+                elif lf == OWNED:
+                    self.ho = h
+                    if h > self.hm:
+                        self.hm = h
                 else:
                     self.h = h
+                    if h > self.ho:
+                        self.ho = h
                     if h > self.hm:
                         self.hm = h
                 return
@@ -400,7 +457,8 @@ class Sync:
                 if self.stopped:
                     return
                 continue                         # a message to me is on its way: take it
-            self.block(by, base + (t + 1 - h), t, 0, lambda: self.horizon(lf)[0] > t, via)
+            self.block(by, base + (t + 1 - h), t, 0, lambda: self.horizon(lf)[0] > t, via,
+                       lf != DATA)
             if self.stopped:
                 return
 
@@ -420,7 +478,7 @@ class Sync:
                 continue
             self.block(by, base + (goal + 1 - h), goal, 0,
                        lambda: self.horizon(self.l_msg)[0] > goal or self._inbox_changed(),
-                       via)
+                       via, True)
             if self.stopped:
                 raise Stopped()                  # idle: nothing in hand, a safe point
             stop_at = min(stop_at, self.stop_at())
@@ -429,7 +487,7 @@ class Sync:
         return inbox_count(self.sb.sent, self.sb.taken, self.me) > 0
 
     def block(self, by: int, thresh: int, need: int, frames_q: int, ready,
-              via: int = -1) -> None:
+              via: int = -1, msgs: bool = False) -> None:
         """Register as waiting for agent by (until its published time reaches thresh; the
         NIC: until CPU via's interrupt bound does, or queue frames_q - 1's frames have
         arrived up to need), check ready() once more, then sleep one slice at most. The
@@ -437,7 +495,7 @@ class Sync:
         port = self.port
         sb = self.sb
         seq = port.seq()
-        register_wait(sb.agents, self.me, by, thresh, need, frames_q, via)
+        register_wait(sb.agents, self.me, by, thresh, need, frames_q, via, int(msgs))
         if by == sb.nic and self.me != sb.nic and sb.agents[by, WAIT_ON]:
             port.wake(by)                        # the NIC sleeps: it has work now
         if not ready():
@@ -467,6 +525,9 @@ class Sync:
         """A message that takes effect on agent dst at te."""
         sb = self.sb
         me = self.me
+        if self.send_word & 1 and te < (self.send_word >> 1) + self.react + self.l_msg:
+            import traceback; traceback.print_stack()
+            raise AssertionError(f"quiet send {te} {self.send_word >> 1} {self.quiet()}")
         if sb.sent[me, dst] == sb.taken[me, dst] or te < sb.first[me, dst]:
             sb.first[me, dst] = te               # messages of a pair may come out of order
         sb.sent[me, dst] += 1
@@ -477,6 +538,8 @@ class Sync:
         # the receiver may answer from te on
         if te < self.h:
             self.h = te
+        if te < self.ho:
+            self.ho = te
         if te + self.l_msg < self.hm:
             self.hm = te + self.l_msg
 
@@ -502,6 +565,8 @@ class Sync:
                 irqs.append(arg)
         if self.pub & 1:                         # idle: the heap's bound goes into PUB
             self.idle(self.next_event())
+        elif self.send_word & 1:                 # quiet: into SEND
+            self._publish(self.pub)
         bump(sb.glob)
         col_taken += counts
         for q in irqs:
@@ -526,12 +591,12 @@ def warm() -> None:
     sb = SyncBlock(buf, 0, layout_words(2, 2) * 8, 2, 2, [0, 1])
     sb.init()
     horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
-            1000)
+            1000, PUB, 0)
     _horizon_once(sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
-                  1000)
-    publish(sb.agents, 0, 2)
+                  1000, PUB, 0)
+    publish(sb.agents, 0, 2, 2)
     waiting_for(sb.agents, 0)
-    register_wait(sb.agents, 0, 1, 5, 5, 0, -1)
+    register_wait(sb.agents, 0, 1, 5, 5, 0, -1, 0)
     bump(sb.glob)
     full_fence()
     nic_bound(sb.qbound, sb.qtarget, 0)
