@@ -1,8 +1,8 @@
 """The CPU process: binds one cpus.agent.CpuAgent to shared memory, ZeroMQ and a futex.
 
 Startup steps after emu.child.entry (which named the process and opened the control
-channel), in order: load the kernels, attach the segment, bind the inbox and connect the
-peers, say READY and wait for START, then run the agent's loop until the run's end
+channel), in order: load the kernels, attach the segment, bind the inbox (the NIC's
+interrupts), say READY and wait for START, then run the agent's loop until the run's end
 (STOP_AT in the sync block) or a STOP, say STOPPED, wait for EXIT.
 """
 
@@ -45,14 +45,9 @@ def main(ctl: Control, index: int, cfg_dict: dict, run_id: str, shm_name: str) -
     inbox = ctx.socket(zmq.PULL)
     inbox.setsockopt(zmq.LINGER, 0)
     inbox.bind(endpoint(run_id, f"cpu{index}"))
-    peers = {}
-    for j in range(cfg.ncpus):
-        if j != index:
-            s = ctx.socket(zmq.PUSH)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(endpoint(run_id, f"cpu{j}"))
-            peers[j] = s
-    port = ProcPort(views.sync, index, inbox, peers, run_id, ctl.stop_requested)
+    # the NIC's interrupts come over ZeroMQ; IPIs to and from other CPUs go through the
+    # mailboxes in the sync block (emu.syncwait)
+    port = ProcPort(views.sync, index, inbox, {}, run_id, ctl.stop_requested)
     ctl.handshake()
     cputime = CpuTime(counters[T0:T0 + 7])
     cpu = Cpu(index, net, cputime, counters, views.rx)

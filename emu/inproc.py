@@ -129,8 +129,9 @@ class BatonPort:
         self.baton = baton
         self.me = me
 
-    def send(self, dst: int, msg) -> None:
+    def send(self, dst: int, msg) -> bool:
         self.baton.inbox[dst].append(msg)
+        return True
 
     def recv(self, n: int) -> list:
         box = self.baton.inbox[self.me]

@@ -6,9 +6,9 @@ version or run id is refused with both values named. Sockets, one per function:
   control  ROUTER (orchestrator) <-> DEALER (each child, identity "nic" or "cpu<N>"):
            STEP (a startup step begun), READY, START, STOP, STOPPED, EXIT,
            ERROR. Separate from the data plane, so a flood of IRQs never delays a stop.
-  inbox    PULL bound by each CPU: EVENT [kind, te, arg, src], an interrupt from the NIC or
-           an IPI from another CPU (emu.timesync), taking effect at emulated time te.
-           Asynchronous, like an MSI write or an APIC ICR write.
+  inbox    PULL bound by each CPU: EVENT [kind, te, arg, src], an interrupt from the NIC
+           (emu.timesync), taking effect at emulated time te. Asynchronous, like an MSI
+           write. (A CPU's IPIs to another CPU go through a mailbox in the sync block.)
 
 Endpoints are abstract-namespace ipc sockets (ipc://@...): they leave no file behind.
 """

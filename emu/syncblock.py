@@ -37,6 +37,12 @@ RUNNING, FINISHED = 0, 1
 # message kinds (the body of every message is (kind, te, arg, src))
 IRQ, IPI_RPS, IPI_RES = 1, 2, 3
 
+# A CPU's messages to another CPU (IPIs) go through a mailbox per pair in the block: message
+# number i of the pair in slot i % MBOX_SLOTS, as (kind, te, arg). A pair never has more
+# than a few in flight (a sender's own horizon stops it lat_ipi after each one until the
+# receiver has moved on); a full mailbox makes the sender wait.
+MBOX_SLOTS = 64
+
 
 def busy(t: int) -> int:
     return int(t) << 1
@@ -47,10 +53,12 @@ def idle(nxt: int) -> int:
 
 
 def layout_words(ncpus: int, nqueues: int) -> int:
-    """u64 words the sync block needs: globals, one line per agent, QBOUND per queue, and
-    four agent x agent matrices (SENT, TAKEN, FIRST, HELD: real ns i waited for j)."""
+    """u64 words the sync block needs: globals, one line per agent, QBOUND per queue, four
+    agent x agent matrices (SENT, TAKEN, FIRST, HELD: real ns i waited for j), and the
+    CPU x CPU mailboxes."""
     nagents = ncpus + 1
-    return GLOBAL_WORDS + nagents * AGENT_WORDS + nqueues + 4 * nagents * nagents
+    return (GLOBAL_WORDS + nagents * AGENT_WORDS + nqueues + 4 * nagents * nagents
+            + ncpus * ncpus * MBOX_SLOTS * 3)
 
 
 class SyncBlock:
@@ -77,6 +85,9 @@ class SyncBlock:
         self.taken = flat[a + m:a + 2 * m].reshape(nagents, nagents)
         self.first = flat[a + 2 * m:a + 3 * m].reshape(nagents, nagents)
         self.held = flat[a + 3 * m:a + 4 * m].reshape(nagents, nagents)
+        a += 4 * m
+        self.mbox = flat[a:a + ncpus * ncpus * MBOX_SLOTS * 3].reshape(ncpus, ncpus,
+                                                                      MBOX_SLOTS, 3)
         self.wake_base = np.ndarray((nagents * 16,), dtype="<u4", buffer=buf,
                                     offset=futex_offset)
         self.wake = self.wake_base[::16]

@@ -199,17 +199,18 @@ def test_a_second_ctrl_c_skips_the_drain(tmp_path):
     # Slow readers (300 us of work per datagram) behind 64 MB receive buffers: emptying the
     # sockets takes seconds of emulated time and tens of thousands of reads, so the drain
     # that the first Ctrl-C starts is still going when the second one comes. (A slow reader
-    # alone is not enough: time in which little happens passes in little wall time.)
+    # alone is not enough: time in which little happens passes in little wall time. A CPU
+    # whose socket is empty idles to the drain's end at once, as nothing can reach it any
+    # more, so the run's emulated span says nothing here: the sockets left queued do.)
     rc, out, err, m, run_dir = _signal_run(tmp_path, "group", (signal.SIGINT, signal.SIGINT),
                                            extra=("--set", "cost.app=300000",
                                                   "--set", "net.core.rmem_default=67108864",
-                                                  "--set", "run.drain=20s"))
+                                                  "--set", "run.drain=3600s"))
     assert rc == 130, err
     rep = report(run_dir)
     assert rep["drained"] is False
     assert rep["conservation"]["unaccounted"] == 0        # what did not drain is counted queued
-    assert rep["conservation"]["queued"]["sockets"] > 0
-    assert rep["emulated_ms"] < 10_000                    # stopped where it got to
+    assert rep["conservation"]["queued"]["sockets"] > 0    # stopped where it got to
     assert "Traceback" not in err
 
 
