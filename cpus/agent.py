@@ -56,6 +56,7 @@ class CpuAgent:
         self.rx_ring = cpu.net.knobs.rx_ring
         sd = cpu.sd
         sd.sync = self.sync_now
+        sd.sync_readers = self.sync_readers
         # The user task's reads and its run state are data this CPU owns: other CPUs touch
         # them only from NET_RX (enqueue, try_to_wake_up). With RFS on, its recvmsg also
         # writes the flow table every CPU shares.
@@ -66,7 +67,7 @@ class CpuAgent:
         sd.send_ipi = self.send_ipi
         cpu.tasks.wake_remote = self.wake_remote
         cpu.tasks.sync = self.sync_owned
-        cpu.tasks.sync_shared = self.sync_now
+        cpu.tasks.sync_shared = self.sync_readers
         cpu.set_irq_point(self.irq_point)
         sync.frames_check = self.frames_check
         # A CPU sends messages (RPS IPIs, remote wake-ups) only from NET_RX: with no softirq
@@ -113,6 +114,9 @@ class CpuAgent:
         counters[_NOW] = time.t
         counters[_LATE_MSGS] = sync.late_msgs
         sync.finish()
+
+    def sync_readers(self, mask: int) -> None:
+        self.sync.until_readers(self.time.t, mask)
 
     def sync_owned(self) -> None:
         self.sync.until_owned(self.time.t)

@@ -281,10 +281,11 @@ class RxDriver:
             sd.time.charge(work * (c.rx_frame + (c.gro if gro else 0)))
             counters[_NAPI_POLLS] += 1
             if self.udp_fast[q]:
-                sd.sync()                    # the sockets are shared: enqueue at this time
                 udp, counts = udp_entries(raw, net.socks.port_map, len(net.socks),
                                           self._ent_raw[:work],
                                           net.socks.stamps(sd.time.t, sd.cpu, c.lat_cacheline))
+                if udp:                      # the sockets are shared: enqueue at this time
+                    sd.sync_readers(net.socks.readers_mask(counts))
             elif self.rps_map_only[q]:
                 steered, counts = rps_group(raw, net.rps[q].map, net.ncpus, gro,
                                             self._grp_raw[:work])

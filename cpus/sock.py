@@ -361,6 +361,14 @@ class SocketTable:
         st[self._readers == cpu] = now
         return st
 
+    def readers_mask(self, counts: np.ndarray) -> int:
+        """The CPUs reading the sockets a batch goes to (counts per group: no socket, then
+        socket 0, 1, ...), as a bit mask."""
+        mask = 0
+        for i in np.flatnonzero(counts[1:]).tolist():
+            mask |= 1 << int(self._readers[i])
+        return mask
+
     @property
     def has_connected_sockets(self) -> bool:
         return bool(self._connected)

@@ -10,7 +10,9 @@ this CPU's queue, so it lives in this CPU's backlog header (written under the ba
 The hooks are set by whoever runs the CPU (the CPU's agent, cpus.agent, in a run; a test
 harness): ``sync()`` returns once no other agent can still produce an effect that reaches
 this CPU before its current time (it may block; called before anything shared is read or
-written), ``frames_ready(q, t)`` once the NIC has written every frame of RX queue q
+written), ``sync_readers(mask)`` the same before only the receive side of the sockets
+read on the CPUs in mask is touched (their queues, rmem, the readers' run state),
+``frames_ready(q, t)`` once the NIC has written every frame of RX queue q
 arriving by t (True), or the queue's slots are full (False: the driver must free some),
 ``rx_consumed(q)`` after the driver released slots of queue q,
 ``irq_point`` takes the hard interrupts due on this CPU (a point where interrupts are
@@ -41,7 +43,7 @@ def _ready(*_args) -> bool:
 class SoftnetData:
     __slots__ = ("cpu", "counters", "time", "softirq", "poll_list", "in_net_rx_action",
                  "rps_ipi_list", "backlog", "input_queue", "process_queue", "flow_limit",
-                 "sync", "frames_ready", "rx_consumed", "irq_point", "send_ipi", "ttwu", "unmask_irq")
+                 "sync", "sync_readers", "frames_ready", "rx_consumed", "irq_point", "send_ipi", "ttwu", "unmask_irq")
 
     def __init__(self, cpu: int, counters: np.ndarray, time: CpuTime, softirq):
         self.cpu = cpu
@@ -56,6 +58,7 @@ class SoftnetData:
         self.process_queue = None            # cpus.backlog.ProcessQueue
         self.flow_limit = None               # cpus.flow_limit.FlowLimit, if this CPU has one
         self.sync: Callable[[], None] = _noop
+        self.sync_readers: Callable[[int], None] = lambda _mask: None
         self.frames_ready: Callable[[int, int], bool] = _ready
         self.rx_consumed: Callable[[int], None] = _noop
         self.irq_point: Callable[[], None] = _noop

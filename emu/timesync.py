@@ -100,7 +100,7 @@ def inbox_count(sent, taken, r):
 
 @kernel
 def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay,
-                  word, react):
+                  word, react, exact):
     nic = ncpus
     tie = l_final < 0                          # DATA: no latency, ties broken by CPU number
     if tie:
@@ -124,7 +124,8 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
             src[j] = INF
             eff[j] = INF
             continue
-        v = np.int64(agents[j, word])
+        ex = (exact >> j) & 1 == 1             # this CPU's every act counts, quiet or not
+        v = np.int64(agents[j, PUB if ex else word])
         t = v >> 1
         if (v & 1) == 1:
             is_idle[j] = True
@@ -139,7 +140,7 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
                 root[j] = j
                 via[j] = -1
         src[j] = t
-        if is_idle[j]:
+        if is_idle[j] and not ex:
             t += react
         eff[j] = t
         if t < m1:
@@ -174,8 +175,9 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
             if j == a1:
                 relay = m2
                 rr = a2
-            if rr >= 0 and relay + l_relay + react < d:
-                d = relay + l_relay + react
+            rj = 0 if (exact >> j) & 1 == 1 else react
+            if rr >= 0 and relay + l_relay + rj < d:
+                d = relay + l_relay + rj
                 k = rr
         d = d + l_final
         if tie and j > me:
@@ -192,7 +194,7 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
 
 @kernel
 def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final, l_relay,
-            word, react):
+            word, react, exact):
     """(h, by, base, via): no effect of another agent can reach CPU me before h, an effect
     of a CPU taking l_final after that CPU acts (lat_ipi for an IPI; DATA for shared data:
     no latency, and at equal times the lower CPU first), an idle CPU being woken l_relay
@@ -205,7 +207,7 @@ def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
         v1 = atomic.load(glob, VERSION)
         atomic.fence()
         h, by, base, via = _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus,
-                                         me, l_final, l_relay, word, react)
+                                         me, l_final, l_relay, word, react, exact)
         atomic.fence()
         if atomic.load(glob, VERSION) == v1:
             return h, by, base, via
@@ -387,9 +389,11 @@ class Sync:
             self.hm = b
 
     # -- the horizon -------------------------------------------------------------------------
-    def horizon(self, l_final: int | None = None) -> tuple[int, int, int, int]:
+    def horizon(self, l_final: int | None = None, exact: int = 0) -> tuple[int, int, int, int]:
         """The data horizon (l_final None: the others' PUB words), or the message horizon
-        (their SEND words: a quiet CPU's message comes react after its next interrupt)."""
+        (their SEND words: a quiet CPU's message comes react after its next interrupt), or
+        the owner's horizon (OWNED: SEND words, no latency); with ``exact`` (a mask of
+        CPUs), those CPUs' PUB words in any case (the readers of the sockets touched)."""
         sb = self.sb
         if l_final is None or l_final == DATA:
             lf, word, react = DATA, PUB, 0
@@ -400,7 +404,7 @@ class Sync:
         while True:
             h, by, base, via = horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent,
                                        sb.taken, sb.first, self.ncpus, self.me, lf, self.l_msg,
-                                       word, react)
+                                       word, react, exact)
             if h >= 0:
                 return int(h), int(by), int(base), int(via)
 
@@ -424,6 +428,31 @@ class Sync:
                 self._publish(busy(t))
             return
         self._until(t, OWNED)
+
+    def until_readers(self, t: int, readers: int) -> None:
+        """until(t) for the receive side of the sockets read on the CPUs in the mask
+        readers (their queues, rmem, the readers' run state), from NET_RX: those CPUs touch
+        them in any context, every other CPU only from NET_RX, so only the time a quiet one
+        can next get there holds this CPU back."""
+        if t < self.h:
+            if busy(t) != self.pub:
+                self._publish(busy(t))
+            return
+        self.busy(t)
+        while True:
+            self.drain()
+            h, by, base, via = self.horizon(OWNED, readers)
+            if h > t:
+                return
+            if by == self.me:
+                if self.stopped:
+                    return
+                continue
+            self.block(by, base + (t + 1 - h), t, 0,
+                       lambda: self.horizon(OWNED, readers)[0] > t, via,
+                       by >= self.ncpus or not (readers >> by) & 1)
+            if self.stopped:
+                return
 
     def until_msgs(self, t: int) -> None:
         """Return once no message (IRQ, IPI) can still come for this CPU at t or before,
@@ -590,9 +619,9 @@ def warm() -> None:
     sb = SyncBlock(buf, 0, layout_words(2, 2) * 8, 2, 2, [0, 1])
     sb.init()
     horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
-            1000, PUB, 0)
+            1000, PUB, 0, 0)
     _horizon_once(sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
-                  1000, PUB, 0)
+                  1000, PUB, 0, 0)
     publish(sb.agents, 0, 2, 2)
     waiting_for(sb.agents, 0)
     register_wait(sb.agents, 0, 1, 5, 5, 0, -1, 0)
