@@ -31,6 +31,7 @@ STATE = 7            # RUNNING, FINISHED
 VIA = 8              # waiting for the NIC: 1 + the CPU whose queues' bound it waits on
 SEND = 9             # as PUB, for messages: (time << 1) | quiet (see emu.timesync)
 WKIND = 10           # what the waiter's THRESH is on: 0 the PUB time, 1 the SEND time
+INBOX = 11           # messages ever counted as sent to this agent, by anyone
 AGENT_WORDS = 16     # two cache lines
 RUNNING, FINISHED = 0, 1
 

@@ -52,7 +52,7 @@ from . import atomic
 from .jit import kernel
 
 from .syncblock import (AGENT_WORDS, FINISHED, FRAMES_Q, GLOBAL_WORDS, INF, IPI_RES,  # noqa: F401
-                        IPI_RPS, IRQ, NEED, PACE_T0, PACE_TDF_MILLI, PUB, RUNNING, SEND,
+                        INBOX, IPI_RPS, IRQ, NEED, PACE_T0, PACE_TDF_MILLI, PUB, RUNNING, SEND,
                         STATE, STOP_AT, THRESH, VERSION, VIA, WAIT_NS, WAIT_ON, WAITS, WKIND,
                         SyncBlock, busy, idle, layout_words)
 
@@ -266,6 +266,14 @@ def full_fence():
 
 
 @kernel
+def count_sent(glob, agents, sent, me, dst):
+    """A message from me to dst is on its way: SENT, the receiver's INBOX, then VERSION."""
+    sent[me, dst] += np.uint64(1)
+    atomic.add(agents[dst], INBOX, np.uint64(1))
+    atomic.add(glob, VERSION, np.uint64(1))
+
+
+@kernel
 def bump(glob):
     """VERSION += 1: a bound has its new word; the old one may go after this."""
     atomic.add(glob, VERSION, np.uint64(1))
@@ -314,6 +322,7 @@ class Sync:
         self.heap: list = []         # (te, seq, kind, arg, src) of the messages taken
         self._seq = 0
         self.late_msgs = 0           # messages that came after the horizon had passed them
+        self._inbox_seen = 0         # INBOX at the last drain
         self.stopped = False         # told to stop at once: waits return, the loop ends
         # frames_check(q, t): the NIC has written every frame of queue q arriving by t (or
         # the ring has no room left); set by an agent that reads RX rings
@@ -514,7 +523,7 @@ class Sync:
             stop_at = min(stop_at, self.stop_at())
 
     def _inbox_changed(self) -> bool:
-        return inbox_count(self.sb.sent, self.sb.taken, self.me) > 0
+        return int(self.sb.agents[self.me, INBOX]) != self._inbox_seen
 
     def block(self, by: int, thresh: int, need: int, frames_q: int, ready,
               via: int = -1, msgs: bool = False) -> None:
@@ -559,8 +568,7 @@ class Sync:
             sb.first[me, dst] = te               # messages of a pair may come out of order
         if not self.port.send(dst, (kind, te, arg, me)):   # before it is counted: a mailbox
             return                                          # slot is written when counted
-        sb.sent[me, dst] += 1
-        bump(sb.glob)
+        count_sent(sb.glob, sb.agents, sb.sent, me, dst)
         if sb.agents[dst, WAIT_ON]:
             self.port.wake(dst)
         # the receiver may answer from te on
@@ -575,6 +583,10 @@ class Sync:
         """Take every message counted as sent to this agent into the heap; how many."""
         sb = self.sb
         me = self.me
+        seen = int(sb.agents[me, INBOX])         # read before SENT: senders count it after
+        if seen == self._inbox_seen:
+            return 0                             # nothing counted since the last look
+        self._inbox_seen = seen
         n = inbox_count(sb.sent, sb.taken, me)
         if n <= 0:
             return 0
@@ -626,6 +638,7 @@ def warm() -> None:
     waiting_for(sb.agents, 0)
     register_wait(sb.agents, 0, 1, 5, 5, 0, -1, 0)
     bump(sb.glob)
+    count_sent(sb.glob, sb.agents, sb.sent, 0, 1)
     full_fence()
     nic_bound(sb.qbound, sb.qtarget, 0)
     pending_to(sb.sent, sb.taken, sb.first, 0)
