@@ -116,7 +116,10 @@ class CpuAgent:
         sync.finish()
 
     def sync_readers(self, mask: int) -> None:
-        self.sync.until_readers(self.time.t, mask)
+        if mask:
+            self.sync.until_readers(self.time.t, mask)
+        else:                   # data every CPU touches only from NET_RX: the owner's horizon
+            self.sync.until_owned(self.time.t)
 
     def sync_owned(self) -> None:
         self.sync.until_owned(self.time.t)

@@ -120,7 +120,7 @@ def enqueue_to_backlog(sd: SoftnetData, net: Net, skbs: np.ndarray,
     fl_drop = np.zeros(n, dtype=bool)
     kick = False
     sd.time.charge(n * net.costs.rps_enqueue)
-    sd.sync()                                # the target's queue is shared: act at this time
+    sd.sync_readers(0)                       # the target's queue: shared, touched from NET_RX
     # Seen by the owner at once on this CPU, a cache line's transfer later on another.
     skbs["ts"] = sd.time.t + (0 if target.cpu == sd.cpu else net.costs.lat_cacheline)
     target.lock.acquire()

@@ -36,7 +36,10 @@ def netif_receive_skb_list(sd: SoftnetData, net: Net, skbs: np.ndarray, queue: i
     if not rxq.active:
         netif_receive_skb(sd, net, skbs)
         return
-    sd.sync()                                # RFS reads the readers' flow table and queues
+    if net.rfs:
+        sd.sync()                            # RFS reads the readers' flow table and queues
+    else:
+        sd.sync_readers(0)                   # the backlogs' heads (their owners' NET_RX)
     heads = np.array([b.head for b in net.backlogs], dtype=np.uint32)
     cpus, slots = get_rps_cpu(skbs, rxq, net.sock_table, heads, net.ncpus, net.hash_seed)
     local = cpus < 0
@@ -133,7 +136,7 @@ def process_backlog(sd: SoftnetData, net: Net, napi: Napi, quota: int) -> int:
                 mine.head_add(work)
                 pq.publish(counters)
                 return work
-        sd.sync()                            # other CPUs append to the queue: act at this time
+        sd.sync_readers(0)                   # other CPUs append to the queue (from NET_RX)
         mine.lock.acquire()
         try:
             queued = len(ring)

@@ -10,8 +10,10 @@ this CPU's queue, so it lives in this CPU's backlog header (written under the ba
 The hooks are set by whoever runs the CPU (the CPU's agent, cpus.agent, in a run; a test
 harness): ``sync()`` returns once no other agent can still produce an effect that reaches
 this CPU before its current time (it may block; called before anything shared is read or
-written), ``sync_readers(mask)`` the same before only the receive side of the sockets
-read on the CPUs in mask is touched (their queues, rmem, the readers' run state),
+written), ``sync_readers(mask)`` the same before only data that the CPUs in mask touch in
+any context and every other CPU only from NET_RX is touched (the receive side of the
+sockets read on the CPUs in mask: their queues, rmem, the readers' run state; with mask 0,
+a backlog),
 ``frames_ready(q, t)`` once the NIC has written every frame of RX queue q
 arriving by t (True), or the queue's slots are full (False: the driver must free some),
 ``rx_consumed(q)`` after the driver released slots of queue q,
