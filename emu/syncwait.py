@@ -26,6 +26,7 @@ from .protocol import Msg, pack, unpack
 from .syncblock import MBOX_SLOTS
 
 RECV_SLICE_MS = 50
+STOP_CHECK_NS = 2_000_000
 
 
 class ProcPort:
@@ -39,6 +40,7 @@ class ProcPort:
         self.run_id = run_id
         self.stop_check = stop_check
         self._stopping = False
+        self._stop_checked = 0
         self.addr = [futex.word_address(sb.wake_base, 16 * a) for a in range(sb.nagents)]
         self._wait_change = futex.wait_change      # bound once: futex's lazy module
         self._publish = futex.publish              # __getattr__ would run on every call
@@ -107,7 +109,15 @@ class ProcPort:
             time.sleep(min(d, 50_000_000) / 1e9)
 
     def stopping(self) -> bool:
-        if not self._stopping and self.stop_check():
-            self._stopping = True
+        """True once the orchestrator said STOP. Its control channel is polled at most every
+        STOP_CHECK_NS of real time: a poll costs several microseconds, and an agent asks
+        after every wait (a blocked agent wakes every WAIT_SLICE_NS anyway)."""
+        if self._stopping:
+            return True
+        now = time.monotonic_ns()
+        if now - self._stop_checked >= STOP_CHECK_NS:
+            self._stop_checked = now
+            if self.stop_check():
+                self._stopping = True
         return self._stopping
 
