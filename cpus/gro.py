@@ -33,7 +33,7 @@ import numpy as np
 from emu.counters import C, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0
 from emu.inet import ip_csum_ok_rows, ip_send_check_rows
 from emu.jit import kernel
-from emu.skb import HEAD
+from emu.skb import HEAD, SKB
 
 GRO_HASH_BUCKETS = 8
 MAX_GRO_SKBS = 8
@@ -93,6 +93,68 @@ def ipv4_csum_ok(head: np.ndarray) -> np.ndarray:
     return ok
 
 
+_LEN = SKB.fields["len"][1]
+_SEGS = SKB.fields["segs"][1]
+
+
+@kernel
+def _lone_tcp(raw):
+    """The row of the only TCP frame of a batch (raw SKB record bytes); -1 if there is
+    none, -2 if there are more."""
+    k = -1
+    for i in range(raw.shape[0]):
+        if raw[i, _HEAD + 23] == IPPROTO_TCP:
+            if k >= 0:
+                return -2
+            k = i
+    return k
+
+
+@kernel
+def _lone_held(raw, i):
+    """What gro_receive_batch does to a batch's only TCP frame, row i, but for the header
+    checksum (the caller checks it): True if it is held (a GRO candidate that neither the
+    IP layer nor its own flags flush), then flushed at the poll's end on its own."""
+    h = _HEAD
+    ln = np.int64(raw[i, _LEN]) | (np.int64(raw[i, _LEN + 1]) << 8) \
+        | (np.int64(raw[i, _LEN + 2]) << 16) | (np.int64(raw[i, _LEN + 3]) << 24)
+    segs = np.int64(raw[i, _SEGS]) | (np.int64(raw[i, _SEGS + 1]) << 8)
+    ethp = (np.int64(raw[i, h + 12]) << 8) | np.int64(raw[i, h + 13])
+    frag = (np.int64(raw[i, h + 20]) << 8) | np.int64(raw[i, h + 21])
+    doff = np.int64(raw[i, h + _TCP + 12]) >> 4
+    iplen = ln - ETH_HLEN
+    pay = iplen - 20 - doff * 4
+    if not (ethp == ETH_P_IP and raw[i, h + 14] == 0x45 and (frag & IP_MF_OFFSET) == 0
+            and segs == 1 and doff >= 5 and pay >= 0):
+        return False
+    totlen = (np.int64(raw[i, h + 16]) << 8) | np.int64(raw[i, h + 17])
+    if ((totlen ^ (iplen & 0xFFFF)) & 0xFFFF) != 0 or (frag & IP_CE) != 0:
+        return False                                   # inet_gro_receive flushes it
+    f = ((np.int64(raw[i, h + _TCP + 12]) << 24) | (np.int64(raw[i, h + _TCP + 13]) << 16)
+         | (np.int64(raw[i, h + _TCP + 14]) << 8) | np.int64(raw[i, h + _TCP + 15]))
+    return pay >= 1 and (f & _FINAL) == 0
+
+
+def _gro_lone_tcp(skbs: np.ndarray, raw: np.ndarray, i: int, counters: np.ndarray,
+                  queue: int) -> np.ndarray:
+    """gro_receive_batch for a batch with one TCP frame (row i), the common case at low
+    rates, without building the general machinery: it is held and flushed at the end on
+    its own (after the batch's other skbs, unchanged), or it goes up as GRO_NORMAL in
+    place; either way nothing merges and no header is rewritten."""
+    n = len(skbs)
+    counters[_GRO_RECEIVED] += n
+    if _lone_held(raw, i) and ipv4_csum_ok(skbs["head"][i:i + 1])[0]:
+        counters[C.GRO_HELD] += 1
+        counters[C.GRO_FLUSHED] += 1
+        counters[NAPI_GRO_FLUSHED0 + queue] += 1
+        counters[_GRO_NORMAL] += n - 1
+        if i == n - 1:
+            return _copy(skbs)
+        return skbs[np.r_[0:i, i + 1:n, i]]
+    counters[_GRO_NORMAL] += n
+    return _copy(skbs)
+
+
 @kernel
 def _any_tcp(raw) -> bool:
     """Whether any row (raw SKB record bytes) has IP protocol TCP."""
@@ -142,10 +204,21 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
     n = len(skbs)
     if n == 0:
         return skbs[:0].copy()
-    if not _any_tcp(skbs.view(np.uint8).reshape(n, skbs.dtype.itemsize)):
+    raw = skbs.view(np.uint8).reshape(n, skbs.dtype.itemsize)
+    lone = _lone_tcp(raw)
+    if lone == -1:
         # no TCP at all (e.g. a UDP-only batch): nothing can be a candidate
         gro_normal_all(counters, n)
         return skbs
+    if lone >= 0:
+        return _gro_lone_tcp(skbs, raw, lone, counters, queue)
+    return _gro_general(skbs, counters, queue, gro_max_size)
+
+
+def _gro_general(skbs: np.ndarray, counters: np.ndarray, queue: int,
+                 gro_max_size: int) -> np.ndarray:
+    """gro_receive_batch for a batch with TCP frames, the general way."""
+    n = len(skbs)
     counters[_GRO_RECEIVED] += n
     head = skbs["head"]
     lens = skbs["len"].astype(np.int64)
@@ -322,4 +395,7 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
 def warm() -> None:
     """Compile (or load) this module's kernels with the argument types a run uses."""
     _any_tcp(np.zeros((1, _HEAD + HEAD), dtype=np.uint8))
+    raw = np.zeros((1, SKB.itemsize), dtype=np.uint8)
+    _lone_tcp(raw)
+    _lone_held(raw, 0)
 
