@@ -337,6 +337,7 @@ class SocketTable:
         self.sockets = list(sockets)
         self._readers = np.array([s.reader_cpu for s in self.sockets], dtype=np.int64)
         self._stamps = np.zeros(len(self.sockets), dtype=np.int64)
+        self._delays: dict[tuple[int, int], np.ndarray] = {}    # (cpu, latency) -> delays
         self.port_map = np.full(65536, -1, dtype=np.int16)       # unconnected (wildcard) sockets
         self.has_connected = np.zeros(65536, dtype=bool)
         self._connected: dict[int, list[int]] = {}
@@ -356,10 +357,12 @@ class SocketTable:
     def stamps(self, now: int, cpu: int, latency: int) -> np.ndarray:
         """Per socket, when its reader sees an entry queued now by cpu: at once if it reads
         on cpu, a cache line's transfer (latency) later on another CPU."""
-        st = self._stamps
-        st[:] = now + latency
-        st[self._readers == cpu] = now
-        return st
+        key = (cpu, latency)
+        delay = self._delays.get(key)
+        if delay is None:
+            delay = self._delays[key] = np.where(self._readers == cpu, 0, latency).astype(
+                np.int64)
+        return np.add(delay, now, out=self._stamps)
 
     def readers_mask(self, counts: np.ndarray) -> int:
         """The CPUs reading the sockets a batch goes to (counts per group: no socket, then
