@@ -43,6 +43,10 @@ def main(ctl: Control, index: int, cfg_dict: dict, run_id: str, shm_name: str) -
     for c in sorted(set(cfg.effective_cpu)):
         s = ctx.socket(zmq.PUSH)
         s.setsockopt(zmq.LINGER, 0)
+        # The CPU may bind its inbox after this connect: retry every millisecond, not every
+        # 100 (ZeroMQ's default), or the first interrupts wait up to 100 ms in the queue,
+        # and with them the whole run.
+        s.setsockopt(zmq.RECONNECT_IVL, 1)
         s.connect(endpoint(run_id, f"cpu{c}"))
         pushes[c] = s
     me = cfg.ncpus
