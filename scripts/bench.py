@@ -386,7 +386,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     ap.add_argument("--duration", default=None, metavar="TIME",
-                    help="emulated traffic per run (default: each config's own, 80ms; "
+                    help="emulated traffic per run (default: each config's own, 200ms; "
                          "--quick 3ms)")
     ap.add_argument("--configs", default=",".join(CONFIGS),
                     help=f"comma list of configs to time (default {','.join(CONFIGS)})")
