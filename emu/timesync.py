@@ -15,6 +15,12 @@ What each agent publishes, one word (PUB) each, written by that agent only:
 - idle: ``(next << 1) | 1``, next being its own next event (a pending interrupt's time) or
   INF. It acts again at next, or when another agent's effect reaches it, so its bound is
   relayed from the others' (an idle agent never holds anybody back by itself).
+And a second word, SEND, the same for what can reach another CPU from NET_RX (an IPI, an
+enqueue on another CPU's socket or backlog): a CPU with no softirq pending or running
+(quiet) sends nothing before its next interrupt or IPI, and then not before react ns of
+handler and softirq entry, so it publishes SEND as if idle until max(now, its next event).
+The message horizon and the horizons of data touched only from NET_RX read SEND (+ react);
+the data horizon reads PUB.
 
 Effects in flight are bounds too, so nothing is lost between the words:
 - a message (IRQ, IPI) from s to r: SENT[s, r] counts them, TAKEN[s, r] counts those r has
@@ -38,8 +44,9 @@ agent wakes it when its published time passes the threshold.
 
 Sync is one agent's end of all this: its cached horizon, its event heap (the messages it
 has taken, by time), sending, and waiting. How it blocks, wakes another agent and moves
-messages is its Port's business (a futex and ZeroMQ between processes, emu.syncwait; a
-baton between threads in one process, emu.inproc), so the same agents run either way.
+messages is its Port's business (a futex, mailboxes and ZeroMQ between processes,
+emu.syncwait; a baton between threads in one process, emu.inproc), so the same agents run
+either way.
 """
 
 from __future__ import annotations
