@@ -111,28 +111,44 @@ def _lone_tcp(raw):
 
 
 @kernel
-def _lone_held(raw, i):
-    """What gro_receive_batch does to a batch's only TCP frame, row i, but for the header
-    checksum (the caller checks it): True if it is held (a GRO candidate that neither the
-    IP layer nor its own flags flush), then flushed at the poll's end on its own."""
+def _row_checks(raw, cand, inet_flush, payload):
+    """Per row (raw SKB record bytes), the tests that do not depend on held skbs:
+    whether it is a GRO candidate, the header checksum aside (IPv4 without options, not a
+    fragment, TCP, one segment, doff >= 5, a payload length >= 0), whether inet_gro_receive
+    flushes it itself (tot_len != its length, i.e. Ethernet padding; the reserved frag bit),
+    and its TCP payload length."""
     h = _HEAD
-    ln = np.int64(raw[i, _LEN]) | (np.int64(raw[i, _LEN + 1]) << 8) \
-        | (np.int64(raw[i, _LEN + 2]) << 16) | (np.int64(raw[i, _LEN + 3]) << 24)
-    segs = np.int64(raw[i, _SEGS]) | (np.int64(raw[i, _SEGS + 1]) << 8)
-    ethp = (np.int64(raw[i, h + 12]) << 8) | np.int64(raw[i, h + 13])
-    frag = (np.int64(raw[i, h + 20]) << 8) | np.int64(raw[i, h + 21])
-    doff = np.int64(raw[i, h + _TCP + 12]) >> 4
-    iplen = ln - ETH_HLEN
-    pay = iplen - 20 - doff * 4
-    if not (ethp == ETH_P_IP and raw[i, h + 14] == 0x45 and (frag & IP_MF_OFFSET) == 0
-            and segs == 1 and doff >= 5 and pay >= 0):
-        return False
-    totlen = (np.int64(raw[i, h + 16]) << 8) | np.int64(raw[i, h + 17])
-    if ((totlen ^ (iplen & 0xFFFF)) & 0xFFFF) != 0 or (frag & IP_CE) != 0:
-        return False                                   # inet_gro_receive flushes it
-    f = ((np.int64(raw[i, h + _TCP + 12]) << 24) | (np.int64(raw[i, h + _TCP + 13]) << 16)
-         | (np.int64(raw[i, h + _TCP + 14]) << 8) | np.int64(raw[i, h + _TCP + 15]))
-    return pay >= 1 and (f & _FINAL) == 0
+    for i in range(raw.shape[0]):
+        ln = np.int64(raw[i, _LEN]) | (np.int64(raw[i, _LEN + 1]) << 8) \
+            | (np.int64(raw[i, _LEN + 2]) << 16) | (np.int64(raw[i, _LEN + 3]) << 24)
+        segs = np.int64(raw[i, _SEGS]) | (np.int64(raw[i, _SEGS + 1]) << 8)
+        ethp = (np.int64(raw[i, h + 12]) << 8) | np.int64(raw[i, h + 13])
+        frag = (np.int64(raw[i, h + 20]) << 8) | np.int64(raw[i, h + 21])
+        doff = np.int64(raw[i, h + _TCP + 12]) >> 4
+        iplen = ln - ETH_HLEN
+        pay = iplen - 20 - doff * 4
+        payload[i] = pay
+        cand[i] = (ethp == ETH_P_IP and raw[i, h + 14] == 0x45 and (frag & IP_MF_OFFSET) == 0
+                   and raw[i, h + 23] == IPPROTO_TCP and segs == 1 and doff >= 5 and pay >= 0)
+        totlen = (np.int64(raw[i, h + 16]) << 8) | np.int64(raw[i, h + 17])
+        inet_flush[i] = ((totlen ^ (iplen & 0xFFFF)) & 0xFFFF) != 0 or (frag & IP_CE) != 0
+
+
+def _goes_up_alone(inet_flush: bool, payload: int, fw: int) -> bool:
+    """A candidate that matched no held skb (or flushed the one it matched) is not held
+    but sent up as GRO_NORMAL: flushed by the IP layer, no payload, or URG/PSH/RST/SYN/FIN."""
+    return bool(inet_flush or payload < 1 or (fw & _FINAL))
+
+
+def _checks(skbs: np.ndarray, raw: np.ndarray):
+    n = len(skbs)
+    cand = np.empty(n, dtype=np.bool_)
+    inet_flush = np.empty(n, dtype=np.bool_)
+    payload = np.empty(n, dtype=np.int64)
+    _row_checks(raw, cand, inet_flush, payload)
+    if cand.any():
+        cand &= ipv4_csum_ok(skbs["head"])
+    return cand, inet_flush, payload
 
 
 def _gro_lone_tcp(skbs: np.ndarray, raw: np.ndarray, i: int, counters: np.ndarray,
@@ -143,7 +159,9 @@ def _gro_lone_tcp(skbs: np.ndarray, raw: np.ndarray, i: int, counters: np.ndarra
     place; either way nothing merges and no header is rewritten."""
     n = len(skbs)
     counters[_GRO_RECEIVED] += n
-    if _lone_held(raw, i) and ipv4_csum_ok(skbs["head"][i:i + 1])[0]:
+    cand, inet_flush, payload = _checks(skbs[i:i + 1], raw[i:i + 1])
+    if cand[0] and not _goes_up_alone(inet_flush[0], payload[0],
+                                      int(_be32(skbs["head"][i:i + 1], _TCP + 12)[0])):
         counters[C.GRO_HELD] += 1
         counters[C.GRO_FLUSHED] += 1
         counters[NAPI_GRO_FLUSHED0 + queue] += 1
@@ -212,34 +230,28 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
         return skbs
     if lone >= 0:
         return _gro_lone_tcp(skbs, raw, lone, counters, queue)
-    return _gro_general(skbs, counters, queue, gro_max_size)
+    return _gro_general(skbs, raw, counters, queue, gro_max_size)
 
 
-def _gro_general(skbs: np.ndarray, counters: np.ndarray, queue: int,
+def _gro_general(skbs: np.ndarray, raw: np.ndarray, counters: np.ndarray, queue: int,
                  gro_max_size: int) -> np.ndarray:
     """gro_receive_batch for a batch with TCP frames, the general way."""
     n = len(skbs)
     counters[_GRO_RECEIVED] += n
     head = skbs["head"]
-    lens = skbs["len"].astype(np.int64)
-    iplen_all = lens - ETH_HLEN
-    doff = (head[:, _TCP + 12] >> 4).astype(np.int64)
-    payload_all = iplen_all - 20 - doff * 4
-    frag = _be16(head, 20)
-    cand = ((_be16(head, 12) == ETH_P_IP) & (head[:, 14] == 0x45)
-            & ((frag & IP_MF_OFFSET) == 0) & (head[:, 23] == IPPROTO_TCP)
-            & (skbs["segs"] == 1) & (doff >= 5) & (payload_all >= 0))
-    if cand.any():
-        cand &= ipv4_csum_ok(head)
+    cand, inet_flush_all, payload_all = _checks(skbs, raw)
     if not cand.any():                       # no GRO candidate: all GRO_NORMAL
         counters[_GRO_NORMAL] += n
         return _copy(skbs)
 
+    lens = skbs["len"].astype(np.int64)
+    iplen_all = lens - ETH_HLEN
+    doff = (head[:, _TCP + 12] >> 4).astype(np.int64)
+    frag = _be16(head, 20)
     ci = np.nonzero(cand)[0]
     ch = head[ci]
     c_iplen = iplen_all[ci]
-    inet_flush = ((((_be16(ch, 16) ^ (c_iplen & 0xFFFF)) & 0xFFFF) != 0)
-                  | ((frag[ci] & IP_CE) != 0)).tolist()
+    inet_flush = inet_flush_all[ci].tolist()
     hashes = skbs["hash"][ci].astype(np.uint32)
     keyb = np.concatenate([ch[:, 0:14], ch[:, 26:34], ch[:, _TCP:_TCP + 4],
                            hashes.astype("<u4").view(np.uint8).reshape(-1, 4)], axis=1)
@@ -311,8 +323,7 @@ def _gro_general(skbs: np.ndarray, counters: np.ndarray, queue: int,
             # flush (or -E2BIG): mss = 1 -> the old aggregate is completed (pp = p)
             complete(p, order)
             order += 1
-        skb_flush = inet_flush[j] or L < 1 or (f & _FINAL)
-        if skb_flush:
+        if _goes_up_alone(inet_flush[j], L, f):
             normal += 1
             ev_order.append(order)
             ev_row.append(i)
@@ -397,5 +408,5 @@ def warm() -> None:
     _any_tcp(np.zeros((1, _HEAD + HEAD), dtype=np.uint8))
     raw = np.zeros((1, SKB.itemsize), dtype=np.uint8)
     _lone_tcp(raw)
-    _lone_held(raw, 0)
+    _row_checks(raw, np.empty(1, np.bool_), np.empty(1, np.bool_), np.empty(1, np.int64))
 

@@ -48,6 +48,7 @@ def test_the_mailbox_wraps_round_its_slots():
     assert [e[0] for e in got] == [1000 + k for k in range(3 * MBOX_SLOTS + 5)]
 
 
+@pytest.mark.compiled           # the sender wakes the receiver through the futex
 @pytest.mark.timeout(20)
 def test_a_full_mailbox_makes_the_sender_wait_for_the_receiver():
     sb = _block()
@@ -70,6 +71,7 @@ def test_a_full_mailbox_makes_the_sender_wait_for_the_receiver():
     assert [e[0] for e in s1.due(1 << 40)] == [1000 + k for k in range(MBOX_SLOTS)] + [99_999]
 
 
+@pytest.mark.compiled
 @pytest.mark.timeout(20)
 def test_a_stop_ends_the_wait_for_a_full_mailbox():
     sb = _block()
