@@ -361,7 +361,21 @@ class Cluster:
                 r = nxt
             counts[r] = counts.get(r, 0) + 1
         root = max(counts, key=lambda r: (counts[r], -r))
-        ch = self.children.get(names[root])
+        # The chain of waits is a snapshot of bounds that move: a waiter registered on an
+        # agent that has since re-registered elsewhere points past the real root until it
+        # wakes. An agent whose process cannot run (stopped, exited) is the root for sure.
+        states = {a: self._process_state(names[a]) for a in range(len(names))}
+        stuck = [a for a, (_ch, what) in states.items() if what not in ("running", "sleeping")]
+        if stuck and root not in stuck:
+            root = stuck[0]
+        ch, what = states[root]
+        if ch is None:
+            return names[root], what
+        return f"{names[root]} ({ch.title}, pid {ch.pid})", what
+
+    def _process_state(self, name: str):
+        """(the child, what its process is doing, in words)."""
+        ch = self.children.get(name)
         what = "running"
         if ch is not None and ch.pid:
             try:
@@ -370,9 +384,7 @@ class Cluster:
                         "zombie": "exited", "disk-sleep": "in uninterruptible sleep"}.get(st, st)
             except psutil.Error:
                 what = "gone"
-        if ch is None:
-            return names[root], what
-        return f"{names[root]} ({ch.title}, pid {ch.pid})", what
+        return ch, what
 
     def stop(self) -> None:
         """Ask every child to stop where it is; their counters are final after this. A
