@@ -32,6 +32,8 @@ VIA = 8              # waiting for the NIC: 1 + the CPU whose queues' bound it w
 SEND = 9             # as PUB, for messages: (time << 1) | quiet (see emu.timesync)
 WKIND = 10           # what the waiter's THRESH is on: 0 the PUB time, 1 the SEND time
 INBOX = 11           # messages ever counted as sent to this agent, by anyone
+WAIT_ON2 = 12        # 1 + a second CPU whose bound holds it back too (0: none), and ...
+THRESH2 = 13         # ... the time that CPU's published word must reach as well
 AGENT_WORDS = 16     # two cache lines
 RUNNING, FINISHED = 0, 1
 

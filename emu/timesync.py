@@ -59,7 +59,7 @@ from . import atomic
 from .jit import kernel
 
 from .syncblock import (AGENT_WORDS, FINISHED, FRAMES_Q, GLOBAL_WORDS, INF, IPI_RES,  # noqa: F401
-                        INBOX, IPI_RPS, IRQ, NEED, PACE_T0, PACE_TDF_MILLI, PUB, RUNNING, SEND,
+                        INBOX, IPI_RPS, IRQ, NEED, PACE_T0, THRESH2, WAIT_ON2, PACE_TDF_MILLI, PUB, RUNNING, SEND,
                         STATE, STOP_AT, THRESH, VERSION, VIA, WAIT_NS, WAIT_ON, WAITS, WKIND,
                         SyncBlock, busy, idle, layout_words)
 
@@ -146,6 +146,13 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
                 t = b
                 root[j] = j
                 via[j] = -1
+            if word == SEND and not ex:
+                # quiet but busy (PUB busy at u): it takes whatever comes at u or later
+                u = np.int64(agents[j, PUB])
+                if (u & 1) == 0 and (u >> 1) > t:
+                    t = u >> 1
+                    root[j] = j
+                    via[j] = -1
         src[j] = t
         if is_idle[j] and not ex:
             t += react
@@ -169,6 +176,8 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
         by = me
         base = p
         vv = -1
+    dj = np.full(ncpus, INF + 1, dtype=np.int64)   # each CPU's bound on me, and whose
+    kj = np.zeros(ncpus, dtype=np.int64)          # progress moves it
     for j in range(ncpus):
         if j == me:
             continue
@@ -189,14 +198,30 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
         d = d + l_final
         if tie and j > me:
             d += 1                             # at the same time, the lower CPU goes first
+        dj[j] = d
+        kj[j] = k
         if d < h:
             h = d
             by = root[k]
             base = src[k]
             vv = via[k]
+    # The next CPU whose own progress is needed too (a different root): a waiter registers
+    # on both, so that the first one's progress alone does not wake it only to sleep again.
+    h2 = INF + 1
+    by2 = -1
+    base2 = 0
+    for j in range(ncpus):
+        if j == me:
+            continue
+        k = kj[j]
+        r = root[k]
+        if r != by and r < nic and dj[j] < h2:
+            h2 = dj[j]
+            by2 = r
+            base2 = src[k]
     if h > INF:
         h = INF
-    return h, by, base, vv
+    return h, by, base, vv, h2, by2, base2
 
 
 @kernel
@@ -213,12 +238,14 @@ def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
     for _ in range(1000):
         v1 = atomic.load(glob, VERSION)
         atomic.fence()
-        h, by, base, via = _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus,
-                                         me, l_final, l_relay, word, react, exact)
+        h, by, base, via, h2, by2, base2 = _horizon_once(agents, qbound, qtarget, sent, taken,
+                                                         first, ncpus, me, l_final, l_relay,
+                                                         word, react, exact)
         atomic.fence()
         if atomic.load(glob, VERSION) == v1:
-            return h, by, base, via
-    return np.int64(-1), np.int64(-1), np.int64(-1), np.int64(-1)
+            return h, by, base, via, h2, by2, base2
+    m1 = np.int64(-1)
+    return m1, m1, m1, m1, m1, m1, m1
 
 
 @kernel
@@ -233,11 +260,29 @@ def publish(agents, me, value, send):
     atomic.store(agents[me], PUB, np.uint64(value))
     t = np.int64(value) >> 1
     ts = np.int64(send) >> 1
+    mine = np.uint64(me + 1)
     mask = 0
     for w in range(agents.shape[0]):
-        if agents[w, WAIT_ON] == np.uint64(me + 1):
-            if (ts if agents[w, WKIND] else t) >= np.int64(agents[w, THRESH]):
-                mask |= 1 << w
+        on1 = agents[w, WAIT_ON] == mine
+        on2 = agents[w, WAIT_ON2] == mine
+        if not (on1 or on2):
+            continue
+        kind = agents[w, WKIND]
+        if on1:
+            ok = (ts if kind else t) >= np.int64(agents[w, THRESH])
+            other = np.int64(agents[w, WAIT_ON2]) - 1
+            othr = np.int64(agents[w, THRESH2])
+        else:
+            ok = (ts if kind else t) >= np.int64(agents[w, THRESH2])
+            other = np.int64(agents[w, WAIT_ON]) - 1
+            othr = np.int64(agents[w, THRESH])
+        if ok and other >= 0:
+            # the waiter's other holder too (its word's time is at least its bound: this
+            # never keeps asleep a waiter that could go on)
+            ov = np.int64(agents[other, SEND if kind else PUB]) >> 1
+            ok = ov >= othr
+        if ok:
+            mask |= 1 << w
     return mask
 
 
@@ -247,13 +292,13 @@ def waiting_for(agents, me):
     atomic.fence()
     mask = 0
     for w in range(agents.shape[0]):
-        if agents[w, WAIT_ON] == np.uint64(me + 1):
+        if agents[w, WAIT_ON] == np.uint64(me + 1) or agents[w, WAIT_ON2] == np.uint64(me + 1):
             mask |= 1 << w
     return mask
 
 
 @kernel
-def register_wait(agents, me, by, thresh, need, frames_q, via, kind):
+def register_wait(agents, me, by, thresh, need, frames_q, via, kind, by2, thresh2):
     """Say whom this agent waits for and until when, then a full barrier (its next read of
     the others' words comes after, so a publisher either sees it waiting or it sees the
     publisher's new time)."""
@@ -263,6 +308,8 @@ def register_wait(agents, me, by, thresh, need, frames_q, via, kind):
     a[FRAMES_Q] = np.uint64(frames_q)
     a[VIA] = np.uint64(via + 1)
     a[WKIND] = np.uint64(kind)
+    a[THRESH2] = np.uint64(max(thresh2, 0))
+    a[WAIT_ON2] = np.uint64(by2 + 1)
     atomic.store(a, WAIT_ON, np.uint64(by + 1))
 
 
@@ -329,6 +376,7 @@ class Sync:
         self.heap: list = []         # (te, seq, kind, arg, src) of the messages taken
         self._seq = 0
         self.late_msgs = 0           # messages that came after the horizon had passed them
+        self._second = (INF + 1, -1, 0)   # the last horizon's second CPU holding this back
         self._inbox_seen = 0         # INBOX at the last drain
         self.stopped = False         # told to stop at once: waits return, the loop ends
         # frames_check(q, t): the NIC has written every frame of queue q arriving by t (or
@@ -336,7 +384,7 @@ class Sync:
         self.frames_check = None
 
     # -- publishing ------------------------------------------------------------------------
-    def _publish(self, value: int) -> None:
+    def _publish(self, value: int, force: bool = False) -> None:
         send = value
         if not value & 1 and self.quiet is not None and self.quiet():
             # Quiet: the next message can only follow an interrupt, taken no earlier than
@@ -344,7 +392,7 @@ class Sync:
             # horizon reads from the channels as for an idle agent).
             nxt = self.heap[0][0] if self.heap else INF
             send = idle(max(value >> 1, nxt))
-        if value == self.pub and send == self.send_word:
+        if value == self.pub and send == self.send_word and not force:
             return
         self.pub = value
         self.send_word = send
@@ -418,11 +466,21 @@ class Sync:
         else:
             lf, word, react = l_final, SEND, self.react
         while True:
-            h, by, base, via = horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent,
-                                       sb.taken, sb.first, self.ncpus, self.me, lf, self.l_msg,
-                                       word, react, exact)
+            h, by, base, via, h2, by2, base2 = horizon(
+                sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first,
+                self.ncpus, self.me, lf, self.l_msg, word, react, exact)
             if h >= 0:
+                self._second = (int(h2), int(by2), int(base2))
                 return int(h), int(by), int(base), int(via)
+
+    def _also(self, by: int, need: int) -> tuple[int, int]:
+        """(agent, threshold) of the second CPU the last horizon() found holding this one
+        back at need, when the first (by) is a CPU too; (-1, 0) if none."""
+        h2, by2, base2 = self._second
+        if by2 < 0 or by < 0 or by >= self.ncpus or by == self.me or by2 == self.me \
+                or h2 > need:
+            return -1, 0
+        return by2, base2 + (need + 1 - h2)
 
     def until(self, t: int) -> None:
         """Return once no other agent can still produce any effect on this CPU at t or
@@ -464,9 +522,14 @@ class Sync:
                 if self.stopped:
                     return
                 continue
+            # a waiter's thresholds are all on one word, SEND or PUB: with a reader in the
+            # mask holding it back too, register on the first alone
+            kind = by >= self.ncpus or not ((readers >> by) & 1)
+            also = self._also(by, t)
+            if also[0] >= 0 and kind != (not ((readers >> also[0]) & 1)):
+                also = (-1, 0)
             self.block(by, base + (t + 1 - h), t, 0,
-                       lambda: self.horizon(OWNED, readers)[0] > t, via,
-                       by >= self.ncpus or not (readers >> by) & 1)
+                       lambda: self.horizon(OWNED, readers)[0] > t, via, kind, also)
             if self.stopped:
                 return
 
@@ -504,7 +567,7 @@ class Sync:
                     return
                 continue                         # a message to me is on its way: take it
             self.block(by, base + (t + 1 - h), t, 0, lambda: self.horizon(lf)[0] > t, via,
-                       lf != DATA)
+                       lf != DATA, self._also(by, t))
             if self.stopped:
                 return
 
@@ -524,7 +587,7 @@ class Sync:
                 continue
             self.block(by, base + (goal + 1 - h), goal, 0,
                        lambda: self.horizon(self.l_msg)[0] > goal or self._inbox_changed(),
-                       via, True)
+                       via, True, self._also(by, goal))
             if self.stopped:
                 raise Stopped()                  # idle: nothing in hand, a safe point
             stop_at = min(stop_at, self.stop_at())
@@ -533,15 +596,17 @@ class Sync:
         return int(self.sb.agents[self.me, INBOX]) != self._inbox_seen
 
     def block(self, by: int, thresh: int, need: int, frames_q: int, ready,
-              via: int = -1, msgs: bool = False) -> None:
+              via: int = -1, msgs: bool = False, also: tuple = (-1, 0)) -> None:
         """Register as waiting for agent by (until its published time reaches thresh; the
         NIC: until CPU via's interrupt bound does, or queue frames_q - 1's frames have
-        arrived up to need), check ready() once more, then sleep one slice at most. The
-        caller loops: every wake-up may be spurious."""
+        arrived up to need) and, with also = (CPU, threshold), for that CPU's time too (the
+        one that passes its threshold last wakes this one), check ready() once more, then
+        sleep one slice at most. The caller loops: every wake-up may be spurious."""
         port = self.port
         sb = self.sb
         seq = port.seq()
-        register_wait(sb.agents, self.me, by, thresh, need, frames_q, via, int(msgs))
+        register_wait(sb.agents, self.me, by, thresh, need, frames_q, via, int(msgs),
+                      also[0], also[1])
         if by == sb.nic and self.me != sb.nic and sb.agents[by, WAIT_ON]:
             port.wake(by)                        # the NIC sleeps: it has work now
         if not ready():
@@ -553,6 +618,7 @@ class Sync:
             a[WAITS] += 1
             sb.held[self.me, by] += waited       # [me, me]: waiting for work, not held
         sb.agents[self.me, WAIT_ON] = 0
+        sb.agents[self.me, WAIT_ON2] = 0
         if port.stopping():
             # Not raised here: this may be the middle of a poll, with frames in hand. The
             # waits return, the work in hand finishes unsynchronized, and the agent stops
@@ -610,10 +676,14 @@ class Sync:
             counts[src] += 1
             if kind == IRQ:
                 irqs.append(arg)
-        if self.pub & 1:                         # idle: the heap's bound goes into PUB
-            self.idle(self.next_event())
-        elif self.send_word & 1:                 # quiet: into SEND
-            self._publish(self.pub)
+        # The bound of what was taken moves from the channel to the heap, so into PUB (idle)
+        # or SEND (quiet). Published even if the word stays as it was: a waiter held back
+        # by the message in the channel may go on now (a quiet CPU takes it no earlier than
+        # its own time, which the word already says).
+        if self.pub & 1:
+            self._publish(idle(self.next_event()), force=True)
+        elif self.send_word & 1:
+            self._publish(self.pub, force=True)
         bump(sb.glob)
         col_taken += counts
         for q in irqs:
@@ -643,7 +713,7 @@ def warm() -> None:
                   1000, PUB, 0, 0)
     publish(sb.agents, 0, 2, 2)
     waiting_for(sb.agents, 0)
-    register_wait(sb.agents, 0, 1, 5, 5, 0, -1, 0)
+    register_wait(sb.agents, 0, 1, 5, 5, 0, -1, 0, -1, 0)
     bump(sb.glob)
     count_sent(sb.glob, sb.agents, sb.sent, 0, 1)
     full_fence()
