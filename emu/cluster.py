@@ -365,7 +365,8 @@ class Cluster:
         # agent that has since re-registered elsewhere points past the real root until it
         # wakes. An agent whose process cannot run (stopped, exited) is the root for sure.
         states = {a: self._process_state(names[a]) for a in range(len(names))}
-        stuck = [a for a, (_ch, what) in states.items() if what not in ("running", "sleeping")]
+        stuck = [a for a, (_ch, what) in states.items()
+                 if what in ("stopped (SIGSTOP?)", "stopped by a tracer", "exited", "gone")]
         if stuck and root not in stuck:
             root = stuck[0]
         ch, what = states[root]

@@ -132,7 +132,11 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
             eff[j] = INF
             continue
         ex = (exact >> j) & 1 == 1             # this CPU's every act counts, quiet or not
-        v = np.int64(agents[j, PUB if ex else word])
+        # PUB before SEND (the publisher stores SEND, then PUB): a PUB read here is never
+        # newer than the SEND read after it, so the floor below never pairs an old quiet
+        # SEND with a newer, later time
+        u = np.int64(atomic.load(agents[j], PUB))
+        v = u if ex or word == PUB else np.int64(atomic.load(agents[j], word))
         t = v >> 1
         if (v & 1) == 1:
             is_idle[j] = True
@@ -148,7 +152,6 @@ def _horizon_once(agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
                 via[j] = -1
             if word == SEND and not ex:
                 # quiet but busy (PUB busy at u): it takes whatever comes at u or later
-                u = np.int64(agents[j, PUB])
                 if (u & 1) == 0 and (u >> 1) > t:
                     t = u >> 1
                     root[j] = j
@@ -249,17 +252,21 @@ def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
 
 
 @kernel
-def publish(agents, me, value, send):
+def publish(agents, me, value, send, react):
     """Store this agent's PUB and SEND, then (after a full barrier: a waiter registers, then
     reads them) return the mask of agents waiting for it whose threshold the new time passes
     (the SEND time for a waiter on the message horizon, else the PUB time). Busy or idle
     alike: this agent's bound is at most the time it publishes (idle: its next event), so
     below the threshold the waiter could not go on anyway; and a waiter whose bound came
-    from this agent's relay is registered on the relay's root instead."""
+    from this agent's relay is registered on the relay's root instead. A waiter on SEND
+    counts react on a quiet word as the horizon does (a threshold set while this agent was
+    not quiet is passed once it is, by react)."""
     agents[me, SEND] = np.uint64(send)
     atomic.store(agents[me], PUB, np.uint64(value))
     t = np.int64(value) >> 1
     ts = np.int64(send) >> 1
+    if (np.int64(send) & 1) == 1:
+        ts += react
     mine = np.uint64(me + 1)
     mask = 0
     for w in range(agents.shape[0]):
@@ -279,7 +286,10 @@ def publish(agents, me, value, send):
         if ok and other >= 0:
             # the waiter's other holder too (its word's time is at least its bound: this
             # never keeps asleep a waiter that could go on)
-            ov = np.int64(agents[other, SEND if kind else PUB]) >> 1
+            ow = np.int64(agents[other, SEND if kind else PUB])
+            ov = ow >> 1
+            if kind and (ow & 1) == 1:
+                ov += react
             ok = ov >= othr
         if ok:
             mask |= 1 << w
@@ -384,7 +394,7 @@ class Sync:
         self.frames_check = None
 
     # -- publishing ------------------------------------------------------------------------
-    def _publish(self, value: int, force: bool = False) -> None:
+    def _publish(self, value: int, force: bool = False, wake: bool = True) -> None:
         send = value
         if not value & 1 and self.quiet is not None and self.quiet():
             # Quiet: the next message can only follow an interrupt, taken no earlier than
@@ -396,8 +406,8 @@ class Sync:
             return
         self.pub = value
         self.send_word = send
-        mask = publish(self.sb.agents, self.me, value, send)
-        if mask:
+        mask = publish(self.sb.agents, self.me, value, send, self.react)
+        if mask and wake:
             self._wake_mask(mask)
 
     def _wake_mask(self, mask: int) -> None:
@@ -521,6 +531,7 @@ class Sync:
             if by == self.me:
                 if self.stopped:
                     return
+                self._inbox_seen = -1            # counted in SENT, maybe not in INBOX yet
                 continue
             # a waiter's thresholds are all on one word, SEND or PUB: with a reader in the
             # mask holding it back too, register on the first alone
@@ -529,7 +540,7 @@ class Sync:
             if also[0] >= 0 and kind != (not ((readers >> also[0]) & 1)):
                 also = (-1, 0)
             self.block(by, base + (t + 1 - h), t, 0,
-                       lambda: self.horizon(OWNED, readers)[0] > t, via, kind, also)
+                       lambda: self._clear(OWNED, t, readers), via, kind, also)
             if self.stopped:
                 return
 
@@ -565,8 +576,9 @@ class Sync:
             if by == self.me:
                 if self.stopped:
                     return
-                continue                         # a message to me is on its way: take it
-            self.block(by, base + (t + 1 - h), t, 0, lambda: self.horizon(lf)[0] > t, via,
+                self._inbox_seen = -1            # a message to me is on its way: take it
+                continue
+            self.block(by, base + (t + 1 - h), t, 0, lambda: self._clear(lf, t), via,
                        lf != DATA, self._also(by, t))
             if self.stopped:
                 return
@@ -584,13 +596,20 @@ class Sync:
                 self.hm = h
                 return goal
             if by == self.me:
+                self._inbox_seen = -1
                 continue
             self.block(by, base + (goal + 1 - h), goal, 0,
-                       lambda: self.horizon(self.l_msg)[0] > goal or self._inbox_changed(),
+                       lambda: self._clear(self.l_msg, goal) or self._inbox_changed(),
                        via, True, self._also(by, goal))
             if self.stopped:
                 raise Stopped()                  # idle: nothing in hand, a safe point
             stop_at = min(stop_at, self.stop_at())
+
+    def _clear(self, lf: int, need: int, exact: int = 0) -> bool:
+        """A waiter's last look before it sleeps: it may go on, or a message to it is on
+        its way (taking it comes first)."""
+        h, by, _base, _via = self.horizon(lf, exact)
+        return h > need or by == self.me
 
     def _inbox_changed(self) -> bool:
         return int(self.sb.agents[self.me, INBOX]) != self._inbox_seen
@@ -677,17 +696,21 @@ class Sync:
             if kind == IRQ:
                 irqs.append(arg)
         # The bound of what was taken moves from the channel to the heap, so into PUB (idle)
-        # or SEND (quiet). Published even if the word stays as it was: a waiter held back
-        # by the message in the channel may go on now (a quiet CPU takes it no earlier than
-        # its own time, which the word already says).
+        # or SEND (quiet): the new word first, then VERSION, then the channel is released.
+        # Then the waiters are checked again, even if the word stayed as it was: one held
+        # back by the message in the channel may go on now (a quiet CPU takes it no earlier
+        # than its own time, which the word already says), and it must find TAKEN updated.
+        republish = self.pub & 1 or self.send_word & 1
         if self.pub & 1:
-            self._publish(idle(self.next_event()), force=True)
+            self._publish(idle(self.next_event()), wake=False)
         elif self.send_word & 1:
-            self._publish(self.pub, force=True)
+            self._publish(self.pub, wake=False)
         bump(sb.glob)
         col_taken += counts
         for q in irqs:
             sb.qbound[q] = INF
+        if republish:
+            self._publish(self.pub, force=True)
         return len(msgs)
 
     def next_event(self) -> int:
@@ -711,7 +734,7 @@ def warm() -> None:
             1000, PUB, 0, 0)
     _horizon_once(sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
                   1000, PUB, 0, 0)
-    publish(sb.agents, 0, 2, 2)
+    publish(sb.agents, 0, 2, 2, 0)
     waiting_for(sb.agents, 0)
     register_wait(sb.agents, 0, 1, 5, 5, 0, -1, 0, -1, 0)
     bump(sb.glob)
