@@ -67,7 +67,7 @@ class CpuAgent:
         sd.send_ipi = self.send_ipi
         cpu.tasks.wake_remote = self.wake_remote
         cpu.tasks.sync = self.sync_owned
-        cpu.tasks.sync_shared = self.sync_readers
+        cpu.tasks.sync_readers = self.sync_readers
         cpu.set_irq_point(self.irq_point)
         sync.frames_check = self.frames_check
         # A CPU sends messages (RPS IPIs, remote wake-ups) only from NET_RX: with no softirq

@@ -149,7 +149,7 @@ class CpuTasks:
         # act only once no peer can still touch shared state before now: USER_ON_RQ is
         # read by the other CPUs' try_to_wake_up
         self.sync: Callable[[], None] = lambda: None          # for this CPU's own state
-        self.sync_shared: Callable[[int], None] = lambda _mask: None   # CPUs' (a mask)
+        self.sync_readers: Callable[[int], None] = lambda _mask: None  # those CPUs (a mask)
         counters[_USER_ON_RQ] = int(self.user.runnable)
 
     def need_resched(self) -> bool:
@@ -238,7 +238,7 @@ class CpuTasks:
         if others is None:
             self.wake_remote(reader)
             return
-        self.sync_shared(1 << reader)   # another CPU's USER_ON_RQ: read at this time
+        self.sync_readers(1 << reader)  # another CPU's USER_ON_RQ: read at this time
         if not others[reader][_USER_ON_RQ]:
             # A task already on its runqueue, or already being woken, needs no IPI; the
             # waker marks it (p->__state leaves TASK_INTERRUPTIBLE) so later wakers send

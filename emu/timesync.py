@@ -58,10 +58,10 @@ import numpy as np
 from . import atomic
 from .jit import kernel
 
-from .syncblock import (AGENT_WORDS, FINISHED, FRAMES_Q, GLOBAL_WORDS, INF, IPI_RES,  # noqa: F401
-                        INBOX, IPI_RPS, IRQ, NEED, PACE_T0, THRESH2, WAIT_ON2, PACE_TDF_MILLI, PUB, RUNNING, SEND,
-                        STATE, STOP_AT, THRESH, VERSION, VIA, WAIT_NS, WAIT_ON, WAITS, WKIND,
-                        SyncBlock, busy, idle, layout_words)
+from .syncblock import (AGENT_WORDS, FINISHED, FRAMES_Q, GLOBAL_WORDS, INBOX, INF,  # noqa: F401
+                        IPI_RES, IPI_RPS, IRQ, NEED, PACE_T0, PACE_TDF_MILLI, PUB, RUNNING,
+                        SEND, STATE, STOP_AT, THRESH, THRESH2, VERSION, VIA, WAIT_NS, WAIT_ON,
+                        WAIT_ON2, WAITS, WKIND, SyncBlock, busy, idle, layout_words)
 
 WAIT_SLICE_NS = 50_000_000       # a blocked agent looks at its control channel this often
 DATA = -1       # l_final of the data horizon: shared data is touched in (time, CPU) order
@@ -522,27 +522,7 @@ class Sync:
             if busy(t) != self.pub:
                 self._publish(busy(t))
             return
-        self.busy(t)
-        while True:
-            self.drain()
-            h, by, base, via = self.horizon(OWNED, readers)
-            if h > t:
-                return
-            if by == self.me:
-                if self.stopped:
-                    return
-                self._inbox_seen = -1            # counted in SENT, maybe not in INBOX yet
-                continue
-            # a waiter's thresholds are all on one word, SEND or PUB: with a reader in the
-            # mask holding it back too, register on the first alone
-            kind = by >= self.ncpus or not ((readers >> by) & 1)
-            also = self._also(by, t)
-            if also[0] >= 0 and kind != (not ((readers >> also[0]) & 1)):
-                also = (-1, 0)
-            self.block(by, base + (t + 1 - h), t, 0,
-                       lambda: self._clear(OWNED, t, readers), via, kind, also)
-            if self.stopped:
-                return
+        self._until(t, OWNED, readers)
 
     def until_msgs(self, t: int) -> None:
         """Return once no message (IRQ, IPI) can still come for this CPU at t or before,
@@ -553,14 +533,16 @@ class Sync:
             return
         self._until(t, self.l_msg)
 
-    def _until(self, t: int, lf: int) -> None:
+    def _until(self, t: int, lf: int, readers: int = 0) -> None:
         self.busy(t)
         while True:
             self.drain()
-            h, by, base, via = self.horizon(lf)
+            h, by, base, via = self.horizon(lf, readers)
             if h > t:
-                # data horizon <= owner's horizon <= message horizon
-                if lf == self.l_msg:
+                # data horizon <= owner's horizon <= message horizon (readers': not cached)
+                if readers:
+                    pass
+                elif lf == self.l_msg:
                     self.hm = h
                 elif lf == OWNED:
                     self.ho = h
@@ -577,9 +559,15 @@ class Sync:
                 if self.stopped:
                     return
                 self._inbox_seen = -1            # a message to me is on its way: take it
-                continue
-            self.block(by, base + (t + 1 - h), t, 0, lambda: self._clear(lf, t), via,
-                       lf != DATA, self._also(by, t))
+                continue                         # (counted in SENT, maybe not in INBOX yet)
+            # the threshold is on the holder's SEND word, unless the data horizon, or the
+            # holder is a reader in the mask (PUB); both of a waiter's are on the same word
+            on_send = lf != DATA and not (readers >> by) & 1
+            also = self._also(by, t)
+            if also[0] >= 0 and (lf != DATA and not (readers >> also[0]) & 1) != on_send:
+                also = (-1, 0)
+            self.block(by, base + (t + 1 - h), t, 0, lambda: self._clear(lf, t, readers), via,
+                       on_send, also)
             if self.stopped:
                 return
 
