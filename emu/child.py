@@ -72,6 +72,19 @@ def bootstrap(title: str, parent_pid: int) -> None:
         raise Orphaned(1)
 
 
+def pin(cores) -> bool:
+    """Pin this process to the host ``cores`` (None or empty: leave it; emu.placement);
+    False if the host refused (a cpuset changed under the run): the process then runs where
+    the OS puts it, as placement decides speed only."""
+    if not cores:
+        return True
+    try:
+        os.sched_setaffinity(0, set(cores))
+        return True
+    except OSError:
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -99,14 +112,16 @@ def _keep_heap(libc) -> None:
 
 
 def entry(role: str, index: int, cfg_dict: dict, run_id: str, shm_name: str,
-          parent_pid: int) -> None:
-    """The target of every child process: role 'nic' or 'cpu' (index: the CPU)."""
+          parent_pid: int, cores: list[int] | None = None) -> None:
+    """The target of every child process: role 'nic' or 'cpu' (index: the CPU); cores: the
+    host cores it runs on (emu.placement; None or empty: where the OS puts it)."""
     name = "nic" if role == "nic" else f"cpu{index}"
     title = "emu nic/eth0" if role == "nic" else f"emu cpu/{index}"
     ctl = None
     code = 0
     try:
         bootstrap(title, parent_pid)
+        pin(cores)
         ctx = zmq.Context()
         ctl = Control(ctx, run_id, name, parent_pid)
         ctl.step("import")

@@ -34,7 +34,7 @@ import numpy as np
 import psutil
 import zmq
 
-from . import kcache, procfs
+from . import kcache, placement, procfs
 from .child import STEPS
 from .config import Config, dumps_toml
 from .counters import (MAX_SOURCES, SRC_RING_DROP0, C, Drop, N, Q_BYTES, Q_DROPS, Q_IRQS,
@@ -153,6 +153,9 @@ class Cluster:
         self._spawn_error: BaseException | None = None
         self._abort_spawn = False
         self.effective_cpu = list(cfg.effective_cpu)
+        # host cores per child (emu.placement): speed only, the counters are the same
+        self.pins = placement.plan(cfg["run.placement"], os.sched_getaffinity(0),
+                                   list(self.children))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, progress: Callable[[str], None] | None = None,
@@ -210,8 +213,10 @@ class Cluster:
                 if self._abort_spawn:
                     return
                 from .child import entry
+                cores = sorted(self.pins.get(ch.role, ()))
                 p = ctx.Process(target=entry, name=f"emu-{ch.role}", daemon=True,
-                                args=(ch.kind, ch.index, cfg_dict, self.run_id, self.shm_name, me))
+                                args=(ch.kind, ch.index, cfg_dict, self.run_id, self.shm_name, me,
+                                      cores))
                 with _main_not_imported():
                     p.start()
                 ch.proc = p

@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 
 from .affinity import effective_cpus
+from .placement import PLACEMENTS
 from .cpumask import format_list, format_mask, parse_list, parse_mask
 from .errors import ConfigError
 
@@ -481,6 +482,8 @@ def _validate(tree: dict) -> None:
     _need(0.05 <= run["refresh"] <= MAX_WALL_S, f"run.refresh must be between 0.05 and "
           f"{MAX_WALL_S} seconds (got {run['refresh']:g})")
     _need(run["hz"] in (100, 250, 300, 1000), f"run.hz must be one of 100, 250, 300, 1000 (got {run['hz']})")
+    _need(run["placement"] in PLACEMENTS, f"run.placement must be one of "
+          f"{', '.join(PLACEMENTS)} (got {run['placement']!r})")
 
     _int_range(tree, "net.core.netdev_budget", 1, 2**31 - 1)
     min_usecs = 2 * 1_000_000 // run["hz"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import placement
 from .clock import CONTEXT_NAMES
 from .syncblock import WAIT_NS, WAITS
 from .counters import (DROP_NAMES, IRQ0, MAX_SOURCES, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0,
@@ -140,6 +141,9 @@ def timing(cluster, span_ns: int, wall_s: float, cpu_s: dict) -> dict:
     waited for its peers (and for whom) and the CPU time its process used."""
     out = {"emulated_ms": round(span_ns / 1e6, 3), "wall_s": round(wall_s, 3),
            "slowdown": round(wall_s / (span_ns / 1e9), 1) if span_ns else None, "agents": []}
+    pins = getattr(cluster, "pins", None)
+    if pins is not None:
+        out["placement"] = placement.describe(pins)
     sync = getattr(getattr(cluster, "views", None), "sync", None)
     if sync is None or wall_s <= 0:
         return out
@@ -212,7 +216,7 @@ def text(r: dict) -> str:
     t = r["time"]
     slow = f"{t['slowdown']:,.0f}" if t["slowdown"] is not None else "-"
     w(f"time: {t['emulated_ms']:.2f} emulated ms in {t['wall_s']:.1f} wall s: slowdown {slow} "
-      f"(wall s per emulated s)")
+      f"(wall s per emulated s)" + (f"; {t['placement']}" if t.get("placement") else ""))
     for a in t["agents"]:
         by = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(a["held_by"].items())[:3]) or "-"
         w(f"  {a['agent']:<5} waited for peers {100 * a['waited_share']:5.1f}% of the wall time"

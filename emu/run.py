@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 
+from . import placement
 from . import report as report_mod
 from .cluster import Cluster
 from .config import Config
@@ -71,6 +72,7 @@ def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
         print(f"emu: run {cluster.run_id}: {cfg.ncpus} CPUs, {cfg.nqueues} RX queues, "
               f"{_ms(cfg.duration_ns)} of traffic + {_ms(cfg.drain_ns)} drain (emulated){pace}; "
               f"tree in {cluster.run_dir}", file=err, flush=True)
+        say(f"placement ({cfg['run.placement']}): {placement.describe(cluster.pins)}")
         cluster.start(progress=say, stop=stop.requested)
         refresh = cfg["run.refresh"]
         t_start = time.monotonic()

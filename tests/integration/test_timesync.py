@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 
+import psutil
 import pytest
 
 from .conftest import ROOT, Spinners, emu_cmd, report, run_emu, wait_manifest
@@ -57,13 +58,13 @@ def run(tmp_path, name: str, args: list[str]) -> dict:
     ["--duration", "30ms"],                                   # the default mix, into the burst
     ["--scenario", "elephant-mice", "--duration", "10ms"],
 ], ids=["default", "elephant-mice"])
-def test_counters_do_not_depend_on_the_hosts_load(tmp_path, args):
-    quiet = run(tmp_path, "quiet", args)
+def test_counters_do_not_depend_on_the_hosts_load_nor_on_placement(tmp_path, args):
+    quiet = run(tmp_path, "quiet", args)                      # run.placement = pack
     with Spinners():
-        busy = run(tmp_path, "busy", args)
+        busy = run(tmp_path, "busy", args + ["--set", "run.placement=spread"])
     assert busy["time"]["wall_s"] > 0 and quiet["time"]["wall_s"] > 0
     bad = differences(figures(quiet), figures(busy))
-    assert not bad, "idle host vs both cores busy: " + "; ".join(bad)
+    assert not bad, "idle host, packed vs both cores busy, spread: " + "; ".join(bad)
     assert sum(c["processed"] for c in quiet["cpus"]) > 1000
 
 
@@ -79,6 +80,12 @@ def test_a_cpu_stopped_for_3_s_changes_no_counter_and_is_named(tmp_path):
     try:
         m = wait_manifest(run_dir)
         cpu1 = m["pids"]["cpu1"]["pid"]
+        if len(os.sched_getaffinity(0)) >= 2:       # run.placement = pack (emu.placement)
+            cores = {n: frozenset(psutil.Process(m["pids"][n]["pid"]).cpu_affinity())
+                     for n in ("nic", "cpu0", "cpu1", "cpu2", "cpu3")}
+            assert len(cores["cpu0"]) == 1 and len(cores["nic"]) == 1, cores
+            assert all(cores[f"cpu{c}"] == cores["cpu0"] for c in range(4)), cores
+            assert cores["nic"] != cores["cpu0"], cores
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not any("emulated" in ln and "slowdown" in ln
                                                       for ln in lines):

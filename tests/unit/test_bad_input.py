@@ -42,6 +42,7 @@ RUN_TABLE = [
     (["--set", "run.drain=-1ms"], "run.drain: expected a time >= 0"),
     (["--set", "run.drain=2"], "run.drain is emulated time and needs a unit"),
     (["--set", "run.refresh=nan"], "run.refresh: expected a finite number, got nan"),
+    (["--set", "run.placement=packed"], "run.placement must be one of pack, spread (got 'packed')"),
     (["--set", "traffic.sources.0.rate_pps=inf"], "traffic.sources.0.rate_pps: expected a finite"),
     (["--set", "traffic.sources.0.rate_pps=1e30"],
      "traffic.sources.0.rate_pps must be at most 8,223,684: a 10000 Mb/s link"),
