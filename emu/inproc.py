@@ -125,6 +125,8 @@ class _Abort(BaseException):
 class BatonPort:
     """The Port of emu.timesync.Sync for an agent run by run_agents."""
 
+    wait_horizon = None             # Sync.block with a Python ready(): the baton decides
+
     def __init__(self, baton: Baton, me: int):
         self.baton = baton
         self.me = me

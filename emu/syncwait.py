@@ -20,13 +20,52 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 
 from . import futex
+from .futexc import load_word, monotonic_ns, publish, wait_change
+from .jit import kernel
 from .protocol import Msg, pack, unpack
-from .syncblock import MBOX_SLOTS
+from .syncblock import INBOX, MBOX_SLOTS, WAIT_ON
+from .timesync import WAIT_SLICE_NS, end_wait, horizon, register_wait
 
 RECV_SLICE_MS = 50
 STOP_CHECK_NS = 2_000_000
+
+
+@kernel
+def _wait_horizon(glob, agents, qbound, qtarget, sent, taken, first, held, wake_base, ncpus, me,
+                  lf, l_relay, word, react, exact, need, by, thresh, via, kind, by2, thresh2,
+                  inbox_seen, check_inbox, timeout_ns):
+    """Sync.block of CPU me with ready() its horizon check (Sync._clear, and with
+    check_inbox an INBOX that moved since inbox_seen), over this port's futex words, in one
+    call: read the wake sequence, register (register_wait), wake the NIC if it is what this
+    waits for and it sleeps, look once more, sleep at most timeout_ns unless woken since,
+    count the wait (end_wait). The real ns slept, or -1 if it did not sleep."""
+    nic = ncpus
+    base = wake_base.ctypes.data
+    mine = base + 64 * me                        # word 16 * agent of uint32s
+    seq = load_word(mine)
+    register_wait(agents, me, by, thresh, need, 0, via, kind, by2, thresh2)
+    if by == nic and agents[nic, WAIT_ON] != 0:
+        w = base + 64 * nic
+        publish(w, load_word(w) + 1, 1)
+    ready = check_inbox and np.int64(agents[me, INBOX]) != inbox_seen
+    if not ready:
+        while True:
+            h, hb, _b, _v, _h2, _b2, _c2 = horizon(glob, agents, qbound, qtarget, sent, taken,
+                                                   first, ncpus, me, lf, l_relay, word, react,
+                                                   exact)
+            if h >= 0:
+                break
+        ready = h > need or hb == me
+    waited = -1
+    if not ready:
+        t0 = monotonic_ns()
+        wait_change(mine, seq, timeout_ns)
+        waited = monotonic_ns() - t0
+    end_wait(agents, held, me, by, waited)
+    return waited
 
 
 class ProcPort:
@@ -93,6 +132,17 @@ class ProcPort:
     def block(self, seq: int, timeout_ns: int) -> None:
         self._wait_change(self.addr[self.me], seq, timeout_ns)
 
+    def wait_horizon(self, lf: int, l_relay: int, word: int, react: int, exact: int, need: int,
+                     by: int, thresh: int, via: int, kind: int, by2: int, thresh2: int,
+                     inbox_seen: int | None) -> int:
+        """Sync._block_horizon's one call (_wait_horizon)."""
+        sb = self.sb
+        return _wait_horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken,
+                             sb.first, sb.held, sb.wake_base, sb.ncpus, self.me, lf, l_relay,
+                             word, react, exact, need, by, thresh, via, kind, by2, thresh2,
+                             0 if inbox_seen is None else inbox_seen, inbox_seen is not None,
+                             WAIT_SLICE_NS)
+
     def wake(self, agent: int) -> None:
         w = self.sb.wake
         self._publish(self.addr[agent], (int(w[agent]) + 1) & 0xFFFFFFFF, 1)
@@ -121,3 +171,15 @@ class ProcPort:
                 self._stopping = True
         return self._stopping
 
+
+
+def warm() -> None:
+    """Compile (or load) this module's kernel with the argument types a run uses."""
+    from .syncblock import PUB, SyncBlock, layout_words
+    buf = bytearray(layout_words(2, 2) * 8 + SyncBlock.futex_bytes(2) + 64)
+    sb = SyncBlock(buf, 0, layout_words(2, 2) * 8, 2, 2, [0, 1])
+    sb.init()
+    for check_inbox in (True, False):         # ready at once: the inbox moved / horizon passed
+        _wait_horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first,
+                      sb.held, sb.wake_base, 2, 0, -1, 1000, PUB, 0, 0, -1, 1, 5, -1, 0, -1, 0,
+                      -7, check_inbox, WAIT_SLICE_NS)

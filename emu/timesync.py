@@ -324,6 +324,18 @@ def register_wait(agents, me, by, thresh, need, frames_q, via, kind, by2, thresh
 
 
 @kernel
+def end_wait(agents, held, me, by, waited):
+    """A wait ends: if it slept (waited >= 0 real ns), count it, and for whom (HELD[me, by];
+    [me, me] is waiting for work, not held); then say it no longer waits."""
+    if waited >= 0:
+        agents[me, WAIT_NS] += np.uint64(waited)
+        agents[me, WAITS] += np.uint64(1)
+        held[me, by] += np.uint64(waited)
+    agents[me, WAIT_ON] = np.uint64(0)
+    agents[me, WAIT_ON2] = np.uint64(0)
+
+
+@kernel
 def full_fence():
     """A full barrier, for Python code between a store and a load of shared words."""
     atomic.fence()
@@ -361,6 +373,8 @@ class Sync:
         port.seq()                  this agent's wake sequence, read before checking
         port.block(seq, timeout)    sleep unless woken since seq was read (or the timeout)
         port.wake(agent)            wake an agent
+        port.wait_horizon           None, or block() for a ready() that is the horizon check
+                                    (Sync._block_horizon), in one call
         port.wall_ns()              real time, for the wait statistics
         port.sleep_until(wall_ns)   pacing: sleep until that real time
         port.stopping()             True when the run must end now (waits then return, and
@@ -469,12 +483,7 @@ class Sync:
         the owner's horizon (OWNED: SEND words, no latency); with ``exact`` (a mask of
         CPUs), those CPUs' PUB words in any case (the readers of the sockets touched)."""
         sb = self.sb
-        if l_final is None or l_final == DATA:
-            lf, word, react = DATA, PUB, 0
-        elif l_final == OWNED:
-            lf, word, react = DATA, SEND, self.react
-        else:
-            lf, word, react = l_final, SEND, self.react
+        lf, word, react = self._mode(l_final)
         while True:
             h, by, base, via, h2, by2, base2 = horizon(
                 sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first,
@@ -482,6 +491,15 @@ class Sync:
             if h >= 0:
                 self._second = (int(h2), int(by2), int(base2))
                 return int(h), int(by), int(base), int(via)
+
+    def _mode(self, l_final: int | None) -> tuple[int, int, int]:
+        """(l_final, word, react) of the horizon kernel for the data horizon (None, DATA),
+        the owner's (OWNED) or the message horizon (lat_ipi)."""
+        if l_final is None or l_final == DATA:
+            return DATA, PUB, 0
+        if l_final == OWNED:
+            return DATA, SEND, self.react
+        return l_final, SEND, self.react
 
     def _also(self, by: int, need: int) -> tuple[int, int]:
         """(agent, threshold) of the second CPU the last horizon() found holding this one
@@ -566,8 +584,7 @@ class Sync:
             also = self._also(by, t)
             if also[0] >= 0 and (lf != DATA and not (readers >> also[0]) & 1) != on_send:
                 also = (-1, 0)
-            self.block(by, base + (t + 1 - h), t, 0, lambda: self._clear(lf, t, readers), via,
-                       on_send, also)
+            self._block_horizon(by, base + (t + 1 - h), t, lf, readers, via, on_send, also, False)
             if self.stopped:
                 return
 
@@ -586,9 +603,8 @@ class Sync:
             if by == self.me:
                 self._inbox_seen = -1
                 continue
-            self.block(by, base + (goal + 1 - h), goal, 0,
-                       lambda: self._clear(self.l_msg, goal) or self._inbox_changed(),
-                       via, True, self._also(by, goal))
+            self._block_horizon(by, base + (goal + 1 - h), goal, self.l_msg, 0, via, True,
+                                self._also(by, goal), True)
             if self.stopped:
                 raise Stopped()                  # idle: nothing in hand, a safe point
             stop_at = min(stop_at, self.stop_at())
@@ -601,6 +617,24 @@ class Sync:
 
     def _inbox_changed(self) -> bool:
         return int(self.sb.agents[self.me, INBOX]) != self._inbox_seen
+
+    def _block_horizon(self, by: int, thresh: int, need: int, l_final: int, exact: int,
+                       via: int, msgs: bool, also: tuple, inbox: bool) -> None:
+        """block() until this CPU's horizon (l_final, exact) passes need, or a message to it
+        is on its way, or (inbox) its INBOX moved: in one compiled call if the port has one
+        (port.wait_horizon: the same kernels, register_wait, horizon, end_wait, around its
+        sleep), else through block() with that check as ready()."""
+        fast = self.port.wait_horizon
+        if fast is None:
+            self.block(by, thresh, need, 0,
+                       lambda: self._clear(l_final, need, exact) or (inbox and self._inbox_changed()),
+                       via, msgs, also)
+            return
+        lf, word, react = self._mode(l_final)
+        fast(lf, self.l_msg, word, react, exact, need, by, thresh, via, int(msgs), also[0],
+             also[1], self._inbox_seen if inbox else None)
+        if self.port.stopping():
+            self.stopped = True                  # as block() says
 
     def block(self, by: int, thresh: int, need: int, frames_q: int, ready,
               via: int = -1, msgs: bool = False, also: tuple = (-1, 0)) -> None:
@@ -616,16 +650,12 @@ class Sync:
                       also[0], also[1])
         if by == sb.nic and self.me != sb.nic and sb.agents[by, WAIT_ON]:
             port.wake(by)                        # the NIC sleeps: it has work now
+        waited = -1
         if not ready():
             t0 = port.wall_ns()
             port.block(seq, WAIT_SLICE_NS)
             waited = port.wall_ns() - t0
-            a = sb.agents[self.me]
-            a[WAIT_NS] += waited
-            a[WAITS] += 1
-            sb.held[self.me, by] += waited       # [me, me]: waiting for work, not held
-        sb.agents[self.me, WAIT_ON] = 0
-        sb.agents[self.me, WAIT_ON2] = 0
+        end_wait(sb.agents, sb.held, self.me, by, waited)
         if port.stopping():
             # Not raised here: this may be the middle of a poll, with frames in hand. The
             # waits return, the work in hand finishes unsynchronized, and the agent stops
@@ -725,6 +755,8 @@ def warm() -> None:
     publish(sb.agents, 0, 2, 2, 0)
     waiting_for(sb.agents, 0)
     register_wait(sb.agents, 0, 1, 5, 5, 0, -1, 0, -1, 0)
+    end_wait(sb.agents, sb.held, 0, 1, 5)
+    end_wait(sb.agents, sb.held, 0, 1, -1)
     bump(sb.glob)
     count_sent(sb.glob, sb.agents, sb.sent, 0, 1)
     full_fence()
