@@ -45,8 +45,8 @@ from .rundir import RunDir, write_tree
 from .ring import (BL_DROPPED, RX_BYTES, RX_DROP_PEND, RX_DROPS, RX_IRQS, RX_PACKETS, U_DEFICIT,
                    U_DROPS, U_RMEM, USER0)
 from .shm import Layout, Segment, Views, check_fits
-from .syncblock import (FINISHED, PACE_T0, PACE_TDF_MILLI, PUB, STATE, STOP_AT, TRAFFIC_END,
-                        WAIT_ON)
+from .syncblock import (FINISHED, PACE_T0, PACE_TDF_MILLI, PUB, STATE, STOP_AT, STOPPING,
+                        TRAFFIC_END, WAIT_ON)
 
 # From when the children begin to load (the kernels are compiled by then) until every one
 # is READY. Measured warm: about 1.5 s on an idle 2-core box; a box whose cores are both
@@ -402,6 +402,8 @@ class Cluster:
                         os.kill(ch.pid, signal.SIGCONT)
                 except (psutil.Error, ProcessLookupError):
                     pass
+        if self.views is not None:
+            self.views.sync.glob[STOPPING] = 1       # seen at an agent's next wait
         for role in self.children:
             self._send(role, Msg.STOP)
         if self.views is not None:

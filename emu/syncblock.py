@@ -17,6 +17,7 @@ STOP_AT = 1          # no agent acts after this emulated time
 PACE_T0 = 2          # CLOCK_MONOTONIC ns of emulated time 0 when paced (0: not paced)
 PACE_TDF_MILLI = 3   # paced: emulated time advances at most 1000 ns per this many real ns
 TRAFFIC_END = 4      # the NIC generates no frame at or after this emulated time
+STOPPING = 5         # 1: the orchestrator said STOP (also on the control channel), end at once
 GLOBAL_WORDS = 8
 
 # words of an agent's line (agents 0..ncpus-1 are the CPUs, ncpus the NIC)

@@ -26,11 +26,11 @@ from . import futex
 from .futexc import load_word, monotonic_ns, publish, wait_change
 from .jit import kernel
 from .protocol import Msg, pack, unpack
-from .syncblock import INBOX, MBOX_SLOTS, WAIT_ON
+from .syncblock import INBOX, MBOX_SLOTS, STOPPING, WAIT_ON
 from .timesync import WAIT_SLICE_NS, end_wait, horizon, register_wait
 
 RECV_SLICE_MS = 50
-STOP_CHECK_NS = 2_000_000
+STOP_CHECK_NS = 20_000_000
 
 
 @kernel
@@ -159,10 +159,16 @@ class ProcPort:
             time.sleep(min(d, 50_000_000) / 1e9)
 
     def stopping(self) -> bool:
-        """True once the orchestrator said STOP. Its control channel is polled at most every
-        STOP_CHECK_NS of real time: a poll costs several microseconds, and an agent asks
-        after every wait (a blocked agent wakes every WAIT_SLICE_NS anyway)."""
+        """True once the orchestrator said STOP: it sets STOPPING in the sync block, then
+        says so on the control channel and wakes every agent, so a look at the word after
+        each wait sees it at once. The control channel (which also says EXIT, and finds an
+        orchestrator gone) is polled at most every STOP_CHECK_NS of real time: a poll and
+        the parent check after it cost three system calls, and an agent asks after every
+        wait (a blocked agent wakes every WAIT_SLICE_NS anyway)."""
         if self._stopping:
+            return True
+        if self.sb.glob[STOPPING]:
+            self._stopping = True
             return True
         now = time.monotonic_ns()
         if now - self._stop_checked >= STOP_CHECK_NS:
