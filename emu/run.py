@@ -72,8 +72,8 @@ def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
         print(f"emu: run {cluster.run_id}: {cfg.ncpus} CPUs, {cfg.nqueues} RX queues, "
               f"{_ms(cfg.duration_ns)} of traffic + {_ms(cfg.drain_ns)} drain (emulated){pace}; "
               f"tree in {cluster.run_dir}", file=err, flush=True)
-        say(f"placement ({cfg['run.placement']}): {placement.describe(cluster.pins)}")
         cluster.start(progress=say, stop=stop.requested)
+        say(f"placement ({cfg['run.placement']}): {placement.describe(cluster.pins)}")
         refresh = cfg["run.refresh"]
         t_start = time.monotonic()
         next_render = t_start
