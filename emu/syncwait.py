@@ -27,21 +27,22 @@ from .futexc import load_word, monotonic_ns, publish, wait_change
 from .jit import kernel
 from .protocol import Msg, pack, unpack
 from .syncblock import INBOX, MBOX_SLOTS, STOPPING, WAIT_ON
-from .timesync import WAIT_SLICE_NS, end_wait, horizon, register_wait
+from .timesync import WAIT_SLICE_NS, block_views, end_wait, horizon, register_wait
 
 RECV_SLICE_MS = 50
 STOP_CHECK_NS = 20_000_000
 
 
 @kernel
-def _wait_horizon(glob, agents, qbound, qtarget, sent, taken, first, held, wake_base, ncpus, me,
-                  lf, l_relay, word, react, exact, need, by, thresh, via, kind, by2, thresh2,
-                  inbox_seen, check_inbox, timeout_ns):
+def _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, word, react, exact,
+                  need, by, thresh, via, kind, by2, thresh2, inbox_seen, check_inbox,
+                  timeout_ns):
     """Sync.block of CPU me with ready() its horizon check (Sync._clear, and with
     check_inbox an INBOX that moved since inbox_seen), over this port's futex words, in one
     call: read the wake sequence, register (register_wait), wake the NIC if it is what this
     waits for and it sleeps, look once more, sleep at most timeout_ns unless woken since,
     count the wait (end_wait). The real ns slept, or -1 if it did not sleep."""
+    glob, agents, qbound, sent, taken, first, held = block_views(flat, ncpus, nqueues)
     nic = ncpus
     base = wake_base.ctypes.data
     mine = base + 64 * me                        # word 16 * agent of uint32s
@@ -81,6 +82,7 @@ class ProcPort:
         self._stopping = False
         self._stop_checked = 0
         self.addr = [futex.word_address(sb.wake_base, 16 * a) for a in range(sb.nagents)]
+        self._wargs = (sb.flat, sb.qtarget, sb.wake_base, sb.ncpus, sb.nqueues)
         self._wait_change = futex.wait_change      # bound once: futex's lazy module
         self._publish = futex.publish              # __getattr__ would run on every call
 
@@ -136,9 +138,8 @@ class ProcPort:
                      by: int, thresh: int, via: int, kind: int, by2: int, thresh2: int,
                      inbox_seen: int | None) -> int:
         """Sync._block_horizon's one call (_wait_horizon)."""
-        sb = self.sb
-        return _wait_horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken,
-                             sb.first, sb.held, sb.wake_base, sb.ncpus, self.me, lf, l_relay,
+        flat, qtarget, wake_base, ncpus, nqueues = self._wargs
+        return _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, self.me, lf, l_relay,
                              word, react, exact, need, by, thresh, via, kind, by2, thresh2,
                              0 if inbox_seen is None else inbox_seen, inbox_seen is not None,
                              WAIT_SLICE_NS)
@@ -186,6 +187,5 @@ def warm() -> None:
     sb = SyncBlock(buf, 0, layout_words(2, 2) * 8, 2, 2, [0, 1])
     sb.init()
     for check_inbox in (True, False):         # ready at once: the inbox moved / horizon passed
-        _wait_horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first,
-                      sb.held, sb.wake_base, 2, 0, -1, 1000, PUB, 0, 0, -1, 1, 5, -1, 0, -1, 0,
-                      -7, check_inbox, WAIT_SLICE_NS)
+        _wait_horizon(sb.flat, sb.qtarget, sb.wake_base, 2, 2, 0, -1, 1000, PUB, 0, 0, -1, 1, 5,
+                      -1, 0, -1, 0, -7, check_inbox, WAIT_SLICE_NS)

@@ -252,6 +252,30 @@ def horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_fina
 
 
 @kernel
+def block_views(flat, ncpus, nqueues):
+    """(glob, agents, qbound, sent, taken, first, held): SyncBlock's views, in compiled code,
+    from the block's words (a kernel that takes the one array instead of seven spends a
+    third of the time getting its arguments from Python)."""
+    nagents = ncpus + 1
+    a = GLOBAL_WORDS + nagents * AGENT_WORDS
+    m = nagents * nagents
+    q = a + nqueues
+    return (flat[:GLOBAL_WORDS], flat[GLOBAL_WORDS:a].reshape((nagents, AGENT_WORDS)),
+            flat[a:q], flat[q:q + m].reshape((nagents, nagents)),
+            flat[q + m:q + 2 * m].reshape((nagents, nagents)),
+            flat[q + 2 * m:q + 3 * m].reshape((nagents, nagents)),
+            flat[q + 3 * m:q + 4 * m].reshape((nagents, nagents)))
+
+
+@kernel
+def horizon_of(flat, qtarget, ncpus, nqueues, me, l_final, l_relay, word, react, exact):
+    """horizon() over the block's words (block_views)."""
+    glob, agents, qbound, sent, taken, first, _held = block_views(flat, ncpus, nqueues)
+    return horizon(glob, agents, qbound, qtarget, sent, taken, first, ncpus, me, l_final,
+                   l_relay, word, react, exact)
+
+
+@kernel
 def publish(agents, me, value, send, react):
     """Store this agent's PUB and SEND, then (after a full barrier: a waiter registers, then
     reads them) return the mask of agents waiting for it whose threshold the new time passes
@@ -388,6 +412,8 @@ class Sync:
         self.l_msg = int(lat_ipi)    # another CPU's message takes effect this much later
         self.l_data = int(lat_data)  # its queued entry is seen this much later (by stamp)
         self.port = port
+        self._agents = sb.agents
+        self._hargs = (sb.flat, sb.qtarget, sb.ncpus, sb.nqueues, me, self.l_msg)
         self.h = 0                   # cached horizon: nothing at all can reach me before it
         self.hm = 0                  # ... no message (IRQ, IPI) before this one
         self.ho = 0                  # ... nothing on data this CPU owns (until_owned)
@@ -410,17 +436,23 @@ class Sync:
     # -- publishing ------------------------------------------------------------------------
     def _publish(self, value: int, force: bool = False, wake: bool = True) -> None:
         send = value
-        if not value & 1 and self.quiet is not None and self.quiet():
+        quiet = self.quiet
+        if not value & 1 and quiet is not None and quiet():
             # Quiet: the next message can only follow an interrupt, taken no earlier than
             # now and than the first one it holds (or one still on its way, which the
             # horizon reads from the channels as for an idle agent).
-            nxt = self.heap[0][0] if self.heap else INF
-            send = idle(max(value >> 1, nxt))
+            heap = self.heap
+            t = INF
+            if heap:
+                t = value >> 1
+                if heap[0][0] > t:
+                    t = heap[0][0]
+            send = ((t if t < INF else INF) << 1) | 1           # idle(max(now, next))
         if value == self.pub and send == self.send_word and not force:
             return
         self.pub = value
         self.send_word = send
-        mask = publish(self.sb.agents, self.me, value, send, self.react)
+        mask = publish(self._agents, self.me, value, send, self.react)
         if mask and wake:
             self._wake_mask(mask)
 
@@ -482,15 +514,14 @@ class Sync:
         (their SEND words: a quiet CPU's message comes react after its next interrupt), or
         the owner's horizon (OWNED: SEND words, no latency); with ``exact`` (a mask of
         CPUs), those CPUs' PUB words in any case (the readers of the sockets touched)."""
-        sb = self.sb
         lf, word, react = self._mode(l_final)
+        flat, qtarget, ncpus, nq, me, l_msg = self._hargs
         while True:
-            h, by, base, via, h2, by2, base2 = horizon(
-                sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first,
-                self.ncpus, self.me, lf, self.l_msg, word, react, exact)
+            h, by, base, via, h2, by2, base2 = horizon_of(flat, qtarget, ncpus, nq, me, lf,
+                                                          l_msg, word, react, exact)
             if h >= 0:
-                self._second = (int(h2), int(by2), int(base2))
-                return int(h), int(by), int(base), int(via)
+                self._second = (h2, by2, base2)
+                return h, by, base, via
 
     def _mode(self, l_final: int | None) -> tuple[int, int, int]:
         """(l_final, word, react) of the horizon kernel for the data horizon (None, DATA),
@@ -515,8 +546,9 @@ class Sync:
         before (a store it would see, a message): before reading or writing state other
         CPUs share. Every message due by t is then in the heap. Blocks while it could."""
         if t < self.h:
-            if busy(t) != self.pub:
-                self._publish(busy(t))
+            v = int(t) << 1                      # busy(t)
+            if v != self.pub:
+                self._publish(v)
             return
         self._until(t, DATA)
 
@@ -526,8 +558,9 @@ class Sync:
         or running) cannot touch it before it takes an interrupt, so only the time it can
         next do so holds this CPU back, not its published time."""
         if t < self.ho:
-            if busy(t) != self.pub:
-                self._publish(busy(t))
+            v = int(t) << 1                      # busy(t)
+            if v != self.pub:
+                self._publish(v)
             return
         self._until(t, OWNED)
 
@@ -537,8 +570,9 @@ class Sync:
         them in any context, every other CPU only from NET_RX, so only the time a quiet one
         can next get there holds this CPU back."""
         if t < self.h:
-            if busy(t) != self.pub:
-                self._publish(busy(t))
+            v = int(t) << 1                      # busy(t)
+            if v != self.pub:
+                self._publish(v)
             return
         self._until(t, OWNED, readers)
 
@@ -546,8 +580,9 @@ class Sync:
         """Return once no message (IRQ, IPI) can still come for this CPU at t or before,
         and every one due by then is in the heap: where interrupts are taken."""
         if t < self.hm:
-            if busy(t) != self.pub:
-                self._publish(busy(t))
+            v = int(t) << 1                      # busy(t)
+            if v != self.pub:
+                self._publish(v)
             return
         self._until(t, self.l_msg)
 
@@ -750,6 +785,8 @@ def warm() -> None:
     sb.init()
     horizon(sb.glob, sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
             1000, PUB, 0, 0)
+    horizon_of(sb.flat, sb.qtarget, 2, 2, 0, 100, 1000, PUB, 0, 0)
+    block_views(sb.flat, 2, 2)
     _horizon_once(sb.agents, sb.qbound, sb.qtarget, sb.sent, sb.taken, sb.first, 2, 0, 100,
                   1000, PUB, 0, 0)
     publish(sb.agents, 0, 2, 2, 0)
