@@ -27,7 +27,7 @@ from emu.skb import SKB, SOCK_ENTRY
 
 from .dev import netif_receive_skb_list, netif_receive_steered, netif_receive_udp_entries
 from .gro import _any_tcp, gro_normal_all, gro_receive_batch
-from .ip import _sock_entries, ip_rcv_core_check
+from .ip import ALL_UDP, _sock_entries, ip_rcv_core_check
 from .napi import Napi, napi_complete_done
 from .rps import rps_map_cpu
 from .net import Net
@@ -161,7 +161,7 @@ def udp_entries(raw, port_map, nsock, ent_out, stamps):
     groups them (no socket first, then socket 0, 1, ...) and the counts are per group.
     """
     n = raw.shape[0]
-    if not ip_rcv_core_check(raw, np.empty(n, dtype=np.uint8)):
+    if ip_rcv_core_check(raw, np.empty(n, dtype=np.uint8)) != ALL_UDP:
         return False, np.zeros(nsock + 1, dtype=np.int64)
     return True, _sock_entries(raw, np.empty(0, dtype=np.int64), port_map, nsock, ent_out,
                                stamps)

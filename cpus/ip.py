@@ -88,23 +88,30 @@ _PUBLIC = frozenset(("ethertype", "is_ipv4", "version", "ihl", "hlen", "tot_len"
                      "hdr_ok", "ip_len"))
 
 
+MIXED, ALL_UDP, VALID = 0, 1, 2      # ip_rcv_core_check's verdict on a batch
+
+
 @kernel
 def ip_rcv_core_check(raw, err):
     """ip_rcv_core's checks, in the kernel's order, for each row (an SKB record's bytes):
     err[i] = HDR_OK, HDR_ERR, HDR_CSUM or HDR_TRUNC (HDR_OK for a frame that is not IPv4,
     which never reaches ip_rcv). skb->len here is the wire length minus the Ethernet header.
 
-    Returns whether every row is an IPv4 UDP datagram with a 20-byte header that passes them
-    and __udp4_lib_rcv's length checks (8 <= ulen <= tot_len - 20): the condition of the
-    UDP fast path, where no ptype, header or length drop can happen.
+    Returns ALL_UDP if every row is an IPv4 UDP datagram with a 20-byte header that passes
+    them and __udp4_lib_rcv's length checks (8 <= ulen <= tot_len - 20): the condition of
+    the UDP fast path, where no ptype, header or length drop can happen; VALID if every row
+    is such a datagram or an IPv4 TCP segment that passes them (tcp_v4_rcv consumes it whole
+    here: no drop either); else MIXED, for the general path.
     """
     all_udp = True
+    valid = True
     h = _H + ETH_HLEN
     for i in range(raw.shape[0]):
         r = raw[i]
         if r[_H + 12] != 0x08 or r[_H + 13] != 0x00:
             err[i] = HDR_OK
             all_udp = False
+            valid = False
             continue
         ip_len = (np.int64(r[20]) | (np.int64(r[21]) << 8) | (np.int64(r[22]) << 16)
                   | (np.int64(r[23]) << 24)) - ETH_HLEN
@@ -123,20 +130,29 @@ def ip_rcv_core_check(raw, err):
         else:
             e = HDR_OK
         err[i] = e
-        if all_udp:
+        if all_udp or valid:
             ulen = (np.int64(r[h + 24]) << 8) | np.int64(r[h + 25])
-            if (e != HDR_OK or ihl != 5 or r[h + 9] != IPPROTO_UDP or ulen < 8
-                    or ulen > tot - 20):
+            udp_ok = (e == HDR_OK and ihl == 5 and r[h + 9] == IPPROTO_UDP and ulen >= 8
+                      and ulen <= tot - 20)
+            if not udp_ok:
                 all_udp = False
-    return all_udp
+                if e != HDR_OK or r[h + 9] != IPPROTO_TCP:
+                    valid = False
+    if raw.shape[0] == 0:
+        return MIXED
+    if all_udp:
+        return ALL_UDP
+    return VALID if valid else MIXED
 
 
 class Parsed:
     """Per-skb header fields (numpy arrays of the batch's length).
 
-    ``fast`` is True when every skb is a valid IPv4 UDP datagram with a 20-byte header (see
-    ip_rcv_core_check); then only the views the UDP delivery needs are prepared, and the
-    public fields are computed (by the general path) the first time one is read.
+    ``fast`` is ALL_UDP when every skb is a valid IPv4 UDP datagram with a 20-byte header,
+    VALID when every one is such a datagram or a valid IPv4 TCP segment (see
+    ip_rcv_core_check), else MIXED (0); when fast, only the views the delivery needs are
+    prepared, and the public fields are computed (by the general path) the first time one
+    is read.
     """
 
     __slots__ = ("ethertype", "is_ipv4", "version", "ihl", "hlen", "tot_len", "protocol",
@@ -153,8 +169,8 @@ class Parsed:
         return int(self._skbs.shape[0])
 
 
-# The UDP fast path is taken for batches that pass ip_rcv_core_check whole; tests turn it
-# off to hold the general path against it on the same inputs.
+# The UDP and TCP fast paths are taken for batches that pass ip_rcv_core_check whole; tests
+# turn them off to hold the general path against them on the same inputs.
 FAST_PATH = True
 
 
@@ -165,18 +181,19 @@ def parse(skbs: np.ndarray) -> Parsed:
     v = p._v = skbs.view(_HDR)
     n = skbs.shape[0]
     err = p._err = np.empty(n, dtype=np.uint8)
-    if ip_rcv_core_check(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE),
-                         err) and n and FAST_PATH:
-        p.fast = True
+    kind = ip_rcv_core_check(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE),
+                             err)
+    if kind != MIXED and FAST_PATH:
+        p.fast = kind
         return p
-    p.fast = False
+    p.fast = MIXED
     _parse_all(p, skbs, v)
     return p
 
 
 def _parse_all(p: Parsed, skbs: np.ndarray, v: np.ndarray) -> None:
     """The general path: every field, and ip_rcv_core's verdict per skb."""
-    p.fast = False
+    p.fast = MIXED
     n = skbs.shape[0]
     p.ethertype = v["eth_type"].astype(np.uint16)
     p.is_ipv4 = p.ethertype == ETH_P_IP
@@ -300,13 +317,33 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
     if n == 0:
         return res
 
-    if parsed.fast:
+    if parsed.fast == ALL_UDP:
         # every skb a valid IPv4/UDP datagram (no ptype, ip_rcv_core or UDP length drop)
         res.ip = res.udp = n
         ip_rcv_ok_counts(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE),
                          counters, n)
         v = parsed._v
         _udp_to_sockets(skbs, v["dport"], v["saddr"], v["sport"], counters, socks, res, stamps)
+        return res
+    if parsed.fast == VALID:
+        # every skb a valid IPv4 TCP segment or UDP datagram: no ptype, ip_rcv_core or UDP
+        # length drop; tcp_v4_rcv consumes the segments, the datagrams go to their sockets
+        # in order, as below
+        res.ip = n
+        ip_rcv_ok_counts(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE),
+                         counters, n)
+        v = parsed._v
+        is_udp = v["protocol"] == IPPROTO_UDP
+        udp = np.flatnonzero(is_udp)
+        k = udp.shape[0]
+        res.tcp = res.consumed = n - k
+        if n - k:
+            counters[_TCP_IN_SEGS] += n - k
+            count_per_source(counters, _SRC_DELIVERED0, skbs[~is_udp] if k else skbs)
+        res.udp = k
+        if k:
+            _udp_to_sockets(skbs[udp], v["dport"][udp], v["saddr"][udp], v["sport"][udp],
+                            counters, socks, res, stamps)
         return res
 
     # ptype dispatch: only ETH_P_IP has a handler

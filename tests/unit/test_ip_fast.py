@@ -1,9 +1,9 @@
 """The vectorised fast paths of cpus.ip / cpus.sock / cpus.gro against reference code.
 
 parse() is compared field by field with the straightforward byte-by-byte reading it
-replaced, and ip_rcv_deliver()'s all-valid-UDP fast path with the general path (forced by
-disabling the fast check), on random mixes of good and bad frames: same counters, same
-result, same socket contents.
+replaced, and ip_rcv_deliver()'s all-valid-UDP and all-valid-TCP fast paths with the
+general path (forced by disabling the fast check), on random mixes of good and bad frames:
+same counters, same result, same socket contents.
 """
 
 import threading
@@ -270,10 +270,10 @@ def test_parse_matches_reference_on_mixed_batches(seed):
         _check_fields(_random_batch(rng, n, kinds))
 
 
-def test_parse_fast_path_taken_only_for_all_valid_udp():
+def test_parse_fast_paths_taken_only_for_valid_batches():
     good = skbs_of([frame(dport=9000 + i % 3, frame_len=64 + i) for i in range(64)])
     p = parse(good)
-    assert p.fast
+    assert p.fast == ip.ALL_UDP
     _check_fields(good)                            # fields computed on demand, identical
     for kw in KINDS:
         if kw in ({}, dict(dport=9001), dict(dport=9002), dict(dport=1), dict(sport=10000),
@@ -282,7 +282,8 @@ def test_parse_fast_path_taken_only_for_all_valid_udp():
                   dict(tos=0xBB)):
             continue                               # still valid UDP
         s = skbs_of([frame()] * 10 + [frame(**kw)] + [frame()] * 5)
-        assert not parse(s).fast, kw
+        # a valid TCP segment among them: every skb still reaches its handler
+        assert parse(s).fast == (ip.VALID if kw == dict(proto=6) else ip.MIXED), kw
         _check_fields(s)
 
 
@@ -302,13 +303,18 @@ def _state(socks):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("mix", ["all", "good", "good_small", "small"])
+@pytest.mark.parametrize("mix", ["all", "good", "good_small", "small", "tcp", "tcp_udp"])
 def test_delivery_matches_reference(seed, mix, monkeypatch):
     """New delivery (fast path, and general path with the fast check disabled) against the
     reference, over a sequence of batches with readers draining at random speeds."""
     rng = np.random.default_rng(100 + seed)
     only_good = mix.startswith("good")
     kinds = KINDS[:4] + KINDS[15:] if only_good else KINDS
+    if mix.startswith("tcp"):                      # every batch valid TCP (and valid UDP)
+        kinds = [dict(proto=6), dict(proto=6, tos=2), dict(proto=6, sport=10000),
+                 dict(proto=6, frame_len=3000), dict(proto=6, saddr=0x0A000002)]
+        if mix == "tcp_udp":
+            kinds += KINDS[:3] + KINDS[15:]
     if mix.endswith("small"):                      # equal truesizes: the prefix rule
         kinds = [k for k in kinds if k.get("frame_len") != 3000]
     batches = [_random_batch(rng, int(rng.integers(1, 70)), kinds) for _ in range(25)]
@@ -328,13 +334,13 @@ def test_delivery_matches_reference(seed, mix, monkeypatch):
                 res = ref_ip_rcv_deliver(s, _P(ref_parse(s)), c, table)
             else:
                 p = parse(s)
-                fast_seen += p.fast
+                fast_seen += p.fast != ip.MIXED
                 res = ip_rcv_deliver(s, p, c, table)
             results.append((res.ip, res.udp, res.tcp, res.queued, res.consumed,
                             res.dropped.tolist(), res.woken))
             for sk in socks:                       # readers at random speeds
                 sk.recvmsg(int(rng2.integers(0, 20)), sk.reader_cpu, c)
-        if mode == "fast" and only_good:
+        if mode == "fast" and (only_good or mix.startswith("tcp")):
             assert fast_seen == len(batches)
         if mode == "general":
             assert fast_seen == 0
