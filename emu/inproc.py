@@ -126,6 +126,7 @@ class BatonPort:
     """The Port of emu.timesync.Sync for an agent run by run_agents."""
 
     wait_horizon = None             # Sync.block with a Python ready(): the baton decides
+    sync_until = None
 
     def __init__(self, baton: Baton, me: int):
         self.baton = baton

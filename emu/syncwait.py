@@ -27,7 +27,8 @@ from .futexc import load_word, monotonic_ns, publish, wait_change
 from .jit import kernel
 from .protocol import Msg, pack, unpack
 from .syncblock import INBOX, MBOX_SLOTS, STOPPING, WAIT_ON
-from .timesync import WAIT_SLICE_NS, block_views, end_wait, horizon, register_wait
+from .timesync import (INBOX_MOVED, MINE, PASSED, WAIT_SLICE_NS, WOKE, block_views, end_wait,
+                       horizon, publish as publish_words, register_wait, wait_plan)
 
 RECV_SLICE_MS = 50
 STOP_CHECK_NS = 20_000_000
@@ -67,6 +68,52 @@ def _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, wor
         waited = monotonic_ns() - t0
     end_wait(agents, held, me, by, waited)
     return waited
+
+
+@kernel
+def _wake(wake_base, agent):
+    """ProcPort.wake from compiled code: the next wake sequence, and a futex wake."""
+    a = wake_base.ctypes.data + 64 * agent
+    publish(a, load_word(a) + 1, 1)
+
+
+@kernel
+def _sync_until(flat, qtarget, wake_base, ncpus, nqueues, me, need, value, send, react,
+                changed, data, lf, l_relay, word, hreact, exact, inbox_seen, check_inbox,
+                timeout_ns):
+    """One look of Sync._until (or wait_idle, with check_inbox) in one call: publish value
+    and send if changed (waking the waiters whose thresholds they pass), then, unless the
+    INBOX moved since inbox_seen (INBOX_MOVED: drain first), the horizon: PASSED (and h) if
+    it passes need, MINE if a message to this CPU is on its way, else wait as wait_plan
+    says (_wait_horizon) and WOKE. (status, h)."""
+    agents = block_views(flat, ncpus, nqueues)[1]
+    if changed:
+        mask = publish_words(agents, me, value, send, react)
+        w = 0
+        while mask:
+            if mask & 1:
+                _wake(wake_base, w)
+            mask >>= 1
+            w += 1
+    if np.int64(agents[me, INBOX]) != inbox_seen:
+        return INBOX_MOVED, 0
+    glob, agents, qbound, sent, taken, first, _held = block_views(flat, ncpus, nqueues)
+    while True:
+        h, by, base, via, h2, by2, base2 = horizon(glob, agents, qbound, qtarget, sent, taken,
+                                                   first, ncpus, me, lf, l_relay, word, hreact,
+                                                   exact)
+        if h >= 0:
+            break
+    if h > need:
+        return PASSED, h
+    if by == me:
+        return MINE, 0
+    thresh, kind, second, thresh2 = wait_plan(data, exact, ncpus, me, need, h, by, base, h2,
+                                              by2, base2)
+    _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, word, hreact,
+                  exact, need, by, thresh, via, kind, second, thresh2, inbox_seen, check_inbox,
+                  timeout_ns)
+    return WOKE, 0
 
 
 class ProcPort:
@@ -144,6 +191,15 @@ class ProcPort:
                              0 if inbox_seen is None else inbox_seen, inbox_seen is not None,
                              WAIT_SLICE_NS)
 
+    def sync_until(self, need: int, value: int, send: int, react: int, changed: bool,
+                   data: bool, lf: int, l_relay: int, word: int, hreact: int, exact: int,
+                   inbox_seen: int, check_inbox: bool) -> tuple[int, int]:
+        """Sync._until_port's one look (_sync_until)."""
+        flat, qtarget, wake_base, ncpus, nqueues = self._wargs
+        return _sync_until(flat, qtarget, wake_base, ncpus, nqueues, self.me, need, value, send,
+                           react, changed, data, lf, l_relay, word, hreact, exact, inbox_seen,
+                           check_inbox, WAIT_SLICE_NS)
+
     def wake(self, agent: int) -> None:
         w = self.sb.wake
         self._publish(self.addr[agent], (int(w[agent]) + 1) & 0xFFFFFFFF, 1)
@@ -189,3 +245,6 @@ def warm() -> None:
     for check_inbox in (True, False):         # ready at once: the inbox moved / horizon passed
         _wait_horizon(sb.flat, sb.qtarget, sb.wake_base, 2, 2, 0, -1, 1000, PUB, 0, 0, -1, 1, 5,
                       -1, 0, -1, 0, -7, check_inbox, WAIT_SLICE_NS)
+        _sync_until(sb.flat, sb.qtarget, sb.wake_base, 2, 2, 0, -1, 0, 0, 0, False, False, -1,
+                    1000, PUB, 0, 0, -7, check_inbox, WAIT_SLICE_NS)   # the inbox moved
+    _wake(sb.wake_base, 1)

@@ -64,6 +64,9 @@ from .syncblock import (AGENT_WORDS, FINISHED, FRAMES_Q, GLOBAL_WORDS, INBOX, IN
                         WAIT_ON2, WAITS, WKIND, SyncBlock, busy, idle, layout_words)
 
 WAIT_SLICE_NS = 50_000_000       # a blocked agent looks at its control channel this often
+# what one look of a port's sync_until found: the horizon passed; a message to this agent
+# is on its way (take it); its INBOX moved (drain); it waited (look again)
+PASSED, MINE, INBOX_MOVED, WOKE = 0, 1, 2, 3
 DATA = -1       # l_final of the data horizon: shared data is touched in (time, CPU) order
 OWNED = -2      # ... of the owner's horizon: data that other CPUs touch only from NET_RX
 
@@ -348,6 +351,26 @@ def register_wait(agents, me, by, thresh, need, frames_q, via, kind, by2, thresh
 
 
 @kernel
+def wait_plan(data, readers, ncpus, me, need, h, by, base, h2, by2, base2):
+    """What a CPU whose horizon (h, from agent by, whose own bound is base; h2, by2, base2:
+    the next CPU whose progress is needed too) does not pass need registers: (thresh,
+    kind, second, thresh2). The threshold is how far by's word must move for h to pass
+    need; kind 1 if it is on by's SEND word (every horizon but the data horizon, data:
+    True, reads SEND, except for the CPUs in readers, whose PUB counts), 0 on PUB. The
+    second holder (-1: none) counts only when the first is another CPU, the second is not
+    this one and holds it back at need too, and its threshold is on the same word."""
+    kind = 0 if data or (readers >> by) & 1 == 1 else 1
+    second = -1
+    thresh2 = 0
+    if by2 >= 0 and 0 <= by < ncpus and by != me and by2 != me and h2 <= need:
+        kind2 = 0 if data or (readers >> by2) & 1 == 1 else 1
+        if kind2 == kind:
+            second = by2
+            thresh2 = base2 + (need + 1 - h2)
+    return base + (need + 1 - h), kind, second, thresh2
+
+
+@kernel
 def end_wait(agents, held, me, by, waited):
     """A wait ends: if it slept (waited >= 0 real ns), count it, and for whom (HELD[me, by];
     [me, me] is waiting for work, not held); then say it no longer waits."""
@@ -399,6 +422,9 @@ class Sync:
         port.wake(agent)            wake an agent
         port.wait_horizon           None, or block() for a ready() that is the horizon check
                                     (Sync._block_horizon), in one call
+        port.sync_until             None, or one look of _until / wait_idle in one call
+                                    (publish, horizon, wait_plan, wait_horizon): see
+                                    Sync._until_port
         port.wall_ns()              real time, for the wait statistics
         port.sleep_until(wall_ns)   pacing: sleep until that real time
         port.stopping()             True when the run must end now (waits then return, and
@@ -434,8 +460,9 @@ class Sync:
         self.frames_check = None
 
     # -- publishing ------------------------------------------------------------------------
-    def _publish(self, value: int, force: bool = False, wake: bool = True) -> None:
-        send = value
+    def _send_of(self, value: int) -> int:
+        """The SEND word that goes with PUB value: value itself, unless this CPU is busy
+        and quiet."""
         quiet = self.quiet
         if not value & 1 and quiet is not None and quiet():
             # Quiet: the next message can only follow an interrupt, taken no earlier than
@@ -447,7 +474,11 @@ class Sync:
                 t = value >> 1
                 if heap[0][0] > t:
                     t = heap[0][0]
-            send = ((t if t < INF else INF) << 1) | 1           # idle(max(now, next))
+            return ((t if t < INF else INF) << 1) | 1           # idle(max(now, next))
+        return value
+
+    def _publish(self, value: int, force: bool = False, wake: bool = True) -> None:
+        send = self._send_of(value)
         if value == self.pub and send == self.send_word and not force:
             return
         self.pub = value
@@ -532,15 +563,6 @@ class Sync:
             return DATA, SEND, self.react
         return l_final, SEND, self.react
 
-    def _also(self, by: int, need: int) -> tuple[int, int]:
-        """(agent, threshold) of the second CPU the last horizon() found holding this one
-        back at need, when the first (by) is a CPU too; (-1, 0) if none."""
-        h2, by2, base2 = self._second
-        if by2 < 0 or by < 0 or by >= self.ncpus or by == self.me or by2 == self.me \
-                or h2 > need:
-            return -1, 0
-        return by2, base2 + (need + 1 - h2)
-
     def until(self, t: int) -> None:
         """Return once no other agent can still produce any effect on this CPU at t or
         before (a store it would see, a message): before reading or writing state other
@@ -586,51 +608,102 @@ class Sync:
             return
         self._until(t, self.l_msg)
 
+    def _passed(self, h: int, lf: int, readers: int) -> None:
+        """The horizon (lf, readers) is h: into the caches, data horizon <= owner's horizon
+        <= message horizon (the readers' is not cached)."""
+        if readers:
+            return
+        if lf == self.l_msg:
+            self.hm = h
+        elif lf == OWNED:
+            self.ho = h
+            if h > self.hm:
+                self.hm = h
+        else:
+            self.h = h
+            if h > self.ho:
+                self.ho = h
+            if h > self.hm:
+                self.hm = h
+
     def _until(self, t: int, lf: int, readers: int = 0) -> None:
+        if self.port.sync_until is not None:
+            self._until_port(t, lf, readers)
+            return
         self.busy(t)
         while True:
             self.drain()
             h, by, base, via = self.horizon(lf, readers)
             if h > t:
-                # data horizon <= owner's horizon <= message horizon (readers': not cached)
-                if readers:
-                    pass
-                elif lf == self.l_msg:
-                    self.hm = h
-                elif lf == OWNED:
-                    self.ho = h
-                    if h > self.hm:
-                        self.hm = h
-                else:
-                    self.h = h
-                    if h > self.ho:
-                        self.ho = h
-                    if h > self.hm:
-                        self.hm = h
+                self._passed(h, lf, readers)
                 return
             if by == self.me:
                 if self.stopped:
                     return
                 self._inbox_seen = -1            # a message to me is on its way: take it
                 continue                         # (counted in SENT, maybe not in INBOX yet)
-            # the threshold is on the holder's SEND word, unless the data horizon, or the
-            # holder is a reader in the mask (PUB); both of a waiter's are on the same word
-            on_send = lf != DATA and not (readers >> by) & 1
-            also = self._also(by, t)
-            if also[0] >= 0 and (lf != DATA and not (readers >> also[0]) & 1) != on_send:
-                also = (-1, 0)
-            self._block_horizon(by, base + (t + 1 - h), t, lf, readers, via, on_send, also, False)
+            thresh, kind, second, thresh2 = wait_plan(lf == DATA, readers, self.ncpus, self.me,
+                                                      t, h, by, base, *self._second)
+            self._block_horizon(by, thresh, t, lf, readers, via, kind, (second, thresh2), False)
             if self.stopped:
+                return
+
+    def _until_port(self, t: int, lf: int, readers: int) -> None:
+        """_until through the port's one compiled call per look (port.sync_until: publish,
+        the horizon, wait_plan and the wait, as _until does them step by step)."""
+        v = int(t) << 1                          # busy(t)
+        lfk, word, react = self._mode(lf)
+        fused = self.port.sync_until
+        while True:
+            send = self._send_of(v)
+            changed = v != self.pub or send != self.send_word
+            self.pub = v
+            self.send_word = send
+            status, h = fused(t, v, send, self.react, changed, lf == DATA, lfk, self.l_msg,
+                              word, react, readers, self._inbox_seen, False)
+            if status == PASSED:
+                self._passed(h, lf, readers)
+                return
+            if status == MINE:
+                if self.stopped:
+                    return
+                self._inbox_seen = -1            # a message to me is on its way: take it
+                self.drain()
+            elif status == INBOX_MOVED:
+                self.drain()
+            elif self.port.stopping():           # WOKE: as block() says
+                self.stopped = True
                 return
 
     def wait_idle(self, stop_at: int) -> int:
         """This CPU has nothing to run: publish idle, block until its next event (or
         stop_at) is due and nothing else can come first; return that time."""
+        fused = self.port.sync_until
         while True:
             self.drain()
             nxt = self.next_event()
-            self.idle(nxt)
             goal = min(nxt, stop_at)
+            if fused is not None:
+                v = idle(nxt)                    # an idle word is its own SEND word
+                changed = v != self.pub or v != self.send_word
+                self.pub = self.send_word = v
+                lfk, word, react = self._mode(self.l_msg)
+                status, h = fused(goal, v, v, self.react, changed, False, lfk, self.l_msg,
+                                  word, react, 0, self._inbox_seen, True)
+                if status == PASSED:
+                    self.hm = h
+                    return goal
+                if status == MINE:
+                    self._inbox_seen = -1
+                    continue
+                if status == INBOX_MOVED:
+                    continue
+                if self.port.stopping():
+                    self.stopped = True
+                    raise Stopped()              # idle: nothing in hand, a safe point
+                stop_at = min(stop_at, self.stop_at())
+                continue
+            self.idle(nxt)
             h, by, base, via = self.horizon(self.l_msg)
             if h > goal:
                 self.hm = h
@@ -638,8 +711,10 @@ class Sync:
             if by == self.me:
                 self._inbox_seen = -1
                 continue
-            self._block_horizon(by, base + (goal + 1 - h), goal, self.l_msg, 0, via, True,
-                                self._also(by, goal), True)
+            thresh, kind, second, thresh2 = wait_plan(False, 0, self.ncpus, self.me, goal, h,
+                                                      by, base, *self._second)
+            self._block_horizon(by, thresh, goal, self.l_msg, 0, via, kind, (second, thresh2),
+                                True)
             if self.stopped:
                 raise Stopped()                  # idle: nothing in hand, a safe point
             stop_at = min(stop_at, self.stop_at())
@@ -793,6 +868,8 @@ def warm() -> None:
     waiting_for(sb.agents, 0)
     register_wait(sb.agents, 0, 1, 5, 5, 0, -1, 0, -1, 0)
     end_wait(sb.agents, sb.held, 0, 1, 5)
+    wait_plan(False, 0, 2, 0, 10, 5, 1, 3, 7, 0, 2)
+    wait_plan(True, 1, 2, 0, 10, 5, 1, 3, INF + 1, -1, 0)
     end_wait(sb.agents, sb.held, 0, 1, -1)
     bump(sb.glob)
     count_sent(sb.glob, sb.agents, sb.sent, 0, 1)

@@ -127,7 +127,9 @@ class AgentHost:
     synchronization to the end of traffic (duration_ns) and until it is quiet."""
 
     def __init__(self, sets=(), ncpus: int = 4, sources: list[dict] | None = None,
-                 duration_ns: int = 2_000_000, drain_ns: int = 1_000_000):
+                 duration_ns: int = 2_000_000, drain_ns: int = 1_000_000, port=None):
+        """port(agent index, sync block): the Port of each agent's Sync (default: the
+        baton's, and run() runs them in time order)."""
         from cpus.agent import CpuAgent
         from emu.inproc import Baton, BatonPort
         from emu.timesync import Sync
@@ -139,14 +141,16 @@ class AgentHost:
         sb.init(duration_ns + drain_ns)
         names = [f"cpu{c}" for c in range(cfg.ncpus)] + ["nic"]
         self.baton = Baton(sb, names)
+        if port is None:
+            port = lambda a, _sb: BatonPort(self.baton, a)     # noqa: E731
         costs = base.net.costs
         self.agents = []
         for c, cpu in enumerate(base.cpus):
-            sync = Sync(sb, c, costs.lat_ipi, costs.lat_cacheline, BatonPort(self.baton, c))
+            sync = Sync(sb, c, costs.lat_ipi, costs.lat_cacheline, port(c, sb))
             self.agents.append(CpuAgent(cpu, sync, views.rx, cfg["ethtool.rx_usecs"],
                                            cfg["ethtool.rx_frames"]))
         nic_sync = Sync(sb, cfg.ncpus, costs.lat_ipi, costs.lat_cacheline,
-                        BatonPort(self.baton, cfg.ncpus))
+                        port(cfg.ncpus, sb))
         self.nic = NicAgent(base.sources, views.rx, nic_sync, views.nic, cfg.effective_cpu,
                             cfg["ethtool.rx_usecs"], cfg["ethtool.rx_frames"],
                             cfg["ethtool.rx_ring"], costs.lat_mmio, costs.lat_msi, duration_ns)

@@ -60,6 +60,11 @@ def _run(sets, sources, duration_ns=1_200_000, quiet=True):
             ag.sync.quiet = None            # every CPU may send or touch anything at any time
             ag.sync.react = 0
     h.run()
+    return _collect(h)
+
+
+def _collect(h) -> dict:
+    """Every counter of a host that has run (the golden copy's form)."""
     out = {"cpus": [], "sockets": [], "backlogs": []}
     for c in range(h.cfg.ncpus):
         ctr = h.counters[c]
