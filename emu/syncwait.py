@@ -26,7 +26,7 @@ from . import futex
 from .futexc import load_word, monotonic_ns, publish, wait_change
 from .jit import kernel
 from .protocol import Msg, pack, unpack
-from .syncblock import INBOX, MBOX_SLOTS, STOPPING, WAIT_ON
+from .syncblock import INBOX, MBOX_SLOTS, STOP_AT, STOPPING, WAIT_ON
 from .timesync import (INBOX_MOVED, MINE, PASSED, WAIT_SLICE_NS, WOKE, block_views, end_wait,
                        horizon, publish as publish_words, register_wait, wait_plan)
 
@@ -80,13 +80,15 @@ def _wake(wake_base, agent):
 @kernel
 def _sync_until(flat, qtarget, wake_base, ncpus, nqueues, me, need, value, send, react,
                 changed, data, lf, l_relay, word, hreact, exact, inbox_seen, check_inbox,
-                timeout_ns):
-    """One look of Sync._until (or wait_idle, with check_inbox) in one call: publish value
-    and send if changed (waking the waiters whose thresholds they pass), then, unless the
-    INBOX moved since inbox_seen (INBOX_MOVED: drain first), the horizon: PASSED (and h) if
-    it passes need, MINE if a message to this CPU is on its way, else wait as wait_plan
-    says (_wait_horizon) and WOKE. (status, h)."""
-    agents = block_views(flat, ncpus, nqueues)[1]
+                stop_at, timeout_ns, slice_ns):
+    """Sync._until (or wait_idle, with check_inbox) in one call, up to where Python must act:
+    publish value and send if changed (waking the waiters whose thresholds they pass), then
+    look until the INBOX moved since inbox_seen (INBOX_MOVED: drain), the horizon passes
+    need (PASSED, and h) or a message to this CPU is on its way (MINE), waiting as
+    wait_plan says (_wait_horizon) while it does neither; WOKE after a wait once the
+    orchestrator said STOP (STOPPING), STOP_AT moved from stop_at (>= 0), or slice_ns have
+    passed (Python then looks at its control channel). (status, h)."""
+    glob, agents, qbound, sent, taken, first, _held = block_views(flat, ncpus, nqueues)
     if changed:
         mask = publish_words(agents, me, value, send, react)
         w = 0
@@ -95,25 +97,28 @@ def _sync_until(flat, qtarget, wake_base, ncpus, nqueues, me, need, value, send,
                 _wake(wake_base, w)
             mask >>= 1
             w += 1
-    if np.int64(agents[me, INBOX]) != inbox_seen:
-        return INBOX_MOVED, 0
-    glob, agents, qbound, sent, taken, first, _held = block_views(flat, ncpus, nqueues)
+    t_end = monotonic_ns() + slice_ns
     while True:
-        h, by, base, via, h2, by2, base2 = horizon(glob, agents, qbound, qtarget, sent, taken,
-                                                   first, ncpus, me, lf, l_relay, word, hreact,
-                                                   exact)
-        if h >= 0:
-            break
-    if h > need:
-        return PASSED, h
-    if by == me:
-        return MINE, 0
-    thresh, kind, second, thresh2 = wait_plan(data, exact, ncpus, me, need, h, by, base, h2,
-                                              by2, base2)
-    _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, word, hreact,
-                  exact, need, by, thresh, via, kind, second, thresh2, inbox_seen, check_inbox,
-                  timeout_ns)
-    return WOKE, 0
+        if np.int64(agents[me, INBOX]) != inbox_seen:
+            return INBOX_MOVED, 0
+        while True:
+            h, by, base, via, h2, by2, base2 = horizon(glob, agents, qbound, qtarget, sent,
+                                                       taken, first, ncpus, me, lf, l_relay,
+                                                       word, hreact, exact)
+            if h >= 0:
+                break
+        if h > need:
+            return PASSED, h
+        if by == me:
+            return MINE, 0
+        thresh, kind, second, thresh2 = wait_plan(data, exact, ncpus, me, need, h, by, base,
+                                                  h2, by2, base2)
+        _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, word, hreact,
+                      exact, need, by, thresh, via, kind, second, thresh2, inbox_seen,
+                      check_inbox, timeout_ns)
+        if (glob[STOPPING] != 0 or (stop_at >= 0 and np.int64(glob[STOP_AT]) != stop_at)
+                or monotonic_ns() >= t_end):
+            return WOKE, 0
 
 
 class ProcPort:
@@ -193,12 +198,13 @@ class ProcPort:
 
     def sync_until(self, need: int, value: int, send: int, react: int, changed: bool,
                    data: bool, lf: int, l_relay: int, word: int, hreact: int, exact: int,
-                   inbox_seen: int, check_inbox: bool) -> tuple[int, int]:
-        """Sync._until_port's one look (_sync_until)."""
+                   inbox_seen: int, check_inbox: bool, stop_at: int) -> tuple[int, int]:
+        """Sync._until_port's compiled part (_sync_until); it comes back to look at the
+        control channel every STOP_CHECK_NS at least."""
         flat, qtarget, wake_base, ncpus, nqueues = self._wargs
         return _sync_until(flat, qtarget, wake_base, ncpus, nqueues, self.me, need, value, send,
                            react, changed, data, lf, l_relay, word, hreact, exact, inbox_seen,
-                           check_inbox, WAIT_SLICE_NS)
+                           check_inbox, stop_at, WAIT_SLICE_NS, STOP_CHECK_NS)
 
     def wake(self, agent: int) -> None:
         w = self.sb.wake
@@ -246,5 +252,6 @@ def warm() -> None:
         _wait_horizon(sb.flat, sb.qtarget, sb.wake_base, 2, 2, 0, -1, 1000, PUB, 0, 0, -1, 1, 5,
                       -1, 0, -1, 0, -7, check_inbox, WAIT_SLICE_NS)
         _sync_until(sb.flat, sb.qtarget, sb.wake_base, 2, 2, 0, -1, 0, 0, 0, False, False, -1,
-                    1000, PUB, 0, 0, -7, check_inbox, WAIT_SLICE_NS)   # the inbox moved
+                    1000, PUB, 0, 0, -7, check_inbox, -1, WAIT_SLICE_NS,
+                    STOP_CHECK_NS)                                  # the inbox moved
     _wake(sb.wake_base, 1)

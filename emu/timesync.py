@@ -660,7 +660,7 @@ class Sync:
             self.pub = v
             self.send_word = send
             status, h = fused(t, v, send, self.react, changed, lf == DATA, lfk, self.l_msg,
-                              word, react, readers, self._inbox_seen, False)
+                              word, react, readers, self._inbox_seen, False, -1)
             if status == PASSED:
                 self._passed(h, lf, readers)
                 return
@@ -689,7 +689,7 @@ class Sync:
                 self.pub = self.send_word = v
                 lfk, word, react = self._mode(self.l_msg)
                 status, h = fused(goal, v, v, self.react, changed, False, lfk, self.l_msg,
-                                  word, react, 0, self._inbox_seen, True)
+                                  word, react, 0, self._inbox_seen, True, stop_at)
                 if status == PASSED:
                     self.hm = h
                     return goal
