@@ -77,6 +77,22 @@ def _wake(wake_base, agent):
     publish(a, load_word(a) + 1, 1)
 
 
+# the words of a CompiledWait's parameters (one int64 array per horizon kind)
+P_NCPUS, P_NQUEUES, P_ME, P_REACT, P_DATA, P_LF, P_RELAY, P_WORD, P_HREACT, P_TIMEOUT, P_SLICE = \
+    range(11)
+
+
+@kernel
+def _sync_until_p(flat, qtarget, wake_base, prm, need, value, send, changed, exact, inbox_seen,
+                  check_inbox, stop_at):
+    """_sync_until with the arguments that stay the same for a horizon kind in prm (a
+    call with four arrays and eight numbers costs half as much to make from Python)."""
+    return _sync_until(flat, qtarget, wake_base, prm[P_NCPUS], prm[P_NQUEUES], prm[P_ME], need,
+                       value, send, prm[P_REACT], changed, prm[P_DATA] != 0, prm[P_LF],
+                       prm[P_RELAY], prm[P_WORD], prm[P_HREACT], exact, inbox_seen,
+                       check_inbox, stop_at, prm[P_TIMEOUT], prm[P_SLICE])
+
+
 @kernel
 def _sync_until(flat, qtarget, wake_base, ncpus, nqueues, me, need, value, send, react,
                 changed, data, lf, l_relay, word, hreact, exact, inbox_seen, check_inbox,
@@ -121,6 +137,26 @@ def _sync_until(flat, qtarget, wake_base, ncpus, nqueues, me, need, value, send,
             return WOKE, 0
 
 
+class CompiledWait:
+    """A ProcPort's Sync._until / wait_idle in compiled code: Sync calls kernel(*arrays,
+    params(...), need, value, send, changed, exact, inbox_seen, check_inbox, stop_at),
+    params being made once per horizon kind."""
+
+    def __init__(self, sb, me: int):
+        self.kernel = _sync_until_p
+        self.arrays = (sb.flat, sb.qtarget, sb.wake_base)
+        self._base = (sb.ncpus, sb.nqueues, me)
+
+    def params(self, react: int, data: bool, lf: int, l_relay: int, word: int,
+               hreact: int) -> np.ndarray:
+        p = np.zeros(11, dtype=np.int64)
+        p[P_NCPUS], p[P_NQUEUES], p[P_ME] = self._base
+        p[P_REACT], p[P_DATA], p[P_LF], p[P_RELAY] = react, int(data), lf, l_relay
+        p[P_WORD], p[P_HREACT], p[P_TIMEOUT], p[P_SLICE] = word, hreact, WAIT_SLICE_NS, \
+            STOP_CHECK_NS
+        return p
+
+
 class ProcPort:
     def __init__(self, sb, me: int, inbox, peers: dict, run_id: str, stop_check):
         """inbox: this agent's PULL socket (None if it receives nothing); peers: agent ->
@@ -135,6 +171,7 @@ class ProcPort:
         self._stop_checked = 0
         self.addr = [futex.word_address(sb.wake_base, 16 * a) for a in range(sb.nagents)]
         self._wargs = (sb.flat, sb.qtarget, sb.wake_base, sb.ncpus, sb.nqueues)
+        self.sync_until = CompiledWait(sb, me)
         self._wait_change = futex.wait_change      # bound once: futex's lazy module
         self._publish = futex.publish              # __getattr__ would run on every call
 
@@ -196,16 +233,6 @@ class ProcPort:
                              0 if inbox_seen is None else inbox_seen, inbox_seen is not None,
                              WAIT_SLICE_NS)
 
-    def sync_until(self, need: int, value: int, send: int, react: int, changed: bool,
-                   data: bool, lf: int, l_relay: int, word: int, hreact: int, exact: int,
-                   inbox_seen: int, check_inbox: bool, stop_at: int) -> tuple[int, int]:
-        """Sync._until_port's compiled part (_sync_until); it comes back to look at the
-        control channel every STOP_CHECK_NS at least."""
-        flat, qtarget, wake_base, ncpus, nqueues = self._wargs
-        return _sync_until(flat, qtarget, wake_base, ncpus, nqueues, self.me, need, value, send,
-                           react, changed, data, lf, l_relay, word, hreact, exact, inbox_seen,
-                           check_inbox, stop_at, WAIT_SLICE_NS, STOP_CHECK_NS)
-
     def wake(self, agent: int) -> None:
         w = self.sb.wake
         self._publish(self.addr[agent], (int(w[agent]) + 1) & 0xFFFFFFFF, 1)
@@ -251,7 +278,9 @@ def warm() -> None:
     for check_inbox in (True, False):         # ready at once: the inbox moved / horizon passed
         _wait_horizon(sb.flat, sb.qtarget, sb.wake_base, 2, 2, 0, -1, 1000, PUB, 0, 0, -1, 1, 5,
                       -1, 0, -1, 0, -7, check_inbox, WAIT_SLICE_NS)
+        cw = CompiledWait(sb, 0)
+        cw.kernel(*cw.arrays, cw.params(0, False, -1, 1000, PUB, 0), -1, 0, 0, False, 0, -7,
+                  check_inbox, -1)                                  # the inbox moved
         _sync_until(sb.flat, sb.qtarget, sb.wake_base, 2, 2, 0, -1, 0, 0, 0, False, False, -1,
-                    1000, PUB, 0, 0, -7, check_inbox, -1, WAIT_SLICE_NS,
-                    STOP_CHECK_NS)                                  # the inbox moved
+                    1000, PUB, 0, 0, -7, check_inbox, -1, WAIT_SLICE_NS, STOP_CHECK_NS)
     _wake(sb.wake_base, 1)

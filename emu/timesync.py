@@ -422,9 +422,9 @@ class Sync:
         port.wake(agent)            wake an agent
         port.wait_horizon           None, or block() for a ready() that is the horizon check
                                     (Sync._block_horizon), in one call
-        port.sync_until             None, or one look of _until / wait_idle in one call
-                                    (publish, horizon, wait_plan, wait_horizon): see
-                                    Sync._until_port
+        port.sync_until             None, or _until / wait_idle in compiled code (its
+                                    kernel, arrays and params: emu.syncwait.CompiledWait;
+                                    see Sync._until_port)
         port.wall_ns()              real time, for the wait statistics
         port.sleep_until(wall_ns)   pacing: sleep until that real time
         port.stopping()             True when the run must end now (waits then return, and
@@ -439,6 +439,7 @@ class Sync:
         self.l_data = int(lat_data)  # its queued entry is seen this much later (by stamp)
         self.port = port
         self._agents = sb.agents
+        self._pparams: dict = {}     # the port's compiled wait's parameters, per horizon kind
         self._hargs = (sb.flat, sb.qtarget, sb.ncpus, sb.nqueues, me, self.l_msg)
         self.h = 0                   # cached horizon: nothing at all can reach me before it
         self.hm = 0                  # ... no message (IRQ, IPI) before this one
@@ -648,19 +649,30 @@ class Sync:
             if self.stopped:
                 return
 
+    def _port_params(self, lf: int):
+        """The port's compiled wait's parameters for the horizon kind lf (made once)."""
+        key = (lf, self.react)
+        p = self._pparams.get(key)
+        if p is None:
+            lfk, word, react = self._mode(lf)
+            p = self._pparams[key] = self.port.sync_until.params(self.react, lf == DATA, lfk,
+                                                                 self.l_msg, word, react)
+        return p
+
     def _until_port(self, t: int, lf: int, readers: int) -> None:
-        """_until through the port's one compiled call per look (port.sync_until: publish,
-        the horizon, wait_plan and the wait, as _until does them step by step)."""
+        """_until through the port's compiled wait (port.sync_until: publish, the horizon,
+        wait_plan and the wait, as _until does them step by step)."""
         v = int(t) << 1                          # busy(t)
-        lfk, word, react = self._mode(lf)
-        fused = self.port.sync_until
+        cw = self.port.sync_until
+        kernel, (flat, qtarget, wake_base) = cw.kernel, cw.arrays
+        prm = self._port_params(lf)
         while True:
             send = self._send_of(v)
             changed = v != self.pub or send != self.send_word
             self.pub = v
             self.send_word = send
-            status, h = fused(t, v, send, self.react, changed, lf == DATA, lfk, self.l_msg,
-                              word, react, readers, self._inbox_seen, False, -1)
+            status, h = kernel(flat, qtarget, wake_base, prm, t, v, send, changed, readers,
+                               self._inbox_seen, False, -1)
             if status == PASSED:
                 self._passed(h, lf, readers)
                 return
@@ -678,18 +690,20 @@ class Sync:
     def wait_idle(self, stop_at: int) -> int:
         """This CPU has nothing to run: publish idle, block until its next event (or
         stop_at) is due and nothing else can come first; return that time."""
-        fused = self.port.sync_until
+        cw = self.port.sync_until
+        if cw is not None:
+            kernel, (flat, qtarget, wake_base) = cw.kernel, cw.arrays
+            prm = self._port_params(self.l_msg)
         while True:
             self.drain()
             nxt = self.next_event()
             goal = min(nxt, stop_at)
-            if fused is not None:
+            if cw is not None:
                 v = idle(nxt)                    # an idle word is its own SEND word
                 changed = v != self.pub or v != self.send_word
                 self.pub = self.send_word = v
-                lfk, word, react = self._mode(self.l_msg)
-                status, h = fused(goal, v, v, self.react, changed, False, lfk, self.l_msg,
-                                  word, react, 0, self._inbox_seen, True, stop_at)
+                status, h = kernel(flat, qtarget, wake_base, prm, goal, v, v, changed, 0,
+                                   self._inbox_seen, True, stop_at)
                 if status == PASSED:
                     self.hm = h
                     return goal
