@@ -185,7 +185,7 @@ class CpuTasks:
             ran = int(acct[KSOFTIRQD]) - t0
         else:
             t0 = int(acct[USER]) + int(acct[SYSTEM])
-            if app is None or app.run(self) == 0:
+            if app is None or not app.run(self):
                 self.sleep_user()
             ran = int(acct[USER]) + int(acct[SYSTEM]) - t0
         self.sched.account(task, ran)
@@ -224,7 +224,7 @@ class CpuTasks:
             for s in app.sockets:
                 s.lock.acquire()
                 s.lock.release()
-            if app.queued(self.time.t):
+            if app.has_queued(self.time.t):
                 self.counters[_USER_ON_RQ] = 1
                 return
         self.sched.sleep(self.user)

@@ -184,7 +184,7 @@ class UdpSocket:
         prod = int(hdr[PROD])
         m = min(max(0, int(max_n)), prod - cons)
         if now is not None and m > 0:
-            k, _nxt = ring_visible(ring.raw, cons, prod, _ENTRY_TS, now)
+            k, _nxt = ring_visible(ring.raw, cons, cons + m, _ENTRY_TS, now)   # m at most
             if k == 0:
                 return ring.slots[:0].copy(), prod - cons
             m = min(m, k)
@@ -205,15 +205,18 @@ class UdpSocket:
                 self.lock.release()
         return out, int(hdr[PROD]) - int(hdr[CONS])
 
-    def produced_by(self, now: int, lat: int) -> int:
+    def produced_by(self, now: int, lat: int, limit: int | None = None) -> int:
         """The queued entries queued by now: stamped at most now + lat (a remote producer's
         entry is stamped lat after its enqueue, the reader's own CPU's at it). The reader
         counts them as there (it must not sleep on them) though it sees them only at their
-        stamp; entries queued later, by a producer ahead in time, are not there yet."""
+        stamp; entries queued later, by a producer ahead in time, are not there yet. With
+        limit, at most that many are counted (the queue is read no further)."""
         ring = self.ring
         cons, prod = ring.cons, ring.prod
         if prod <= cons:
             return 0
+        if limit is not None and prod - cons > limit:
+            prod = cons + limit
         k, _nxt = ring_visible(ring.raw, cons, prod, _ENTRY_TS, now + lat)
         return int(k)
 
@@ -223,7 +226,7 @@ class UdpSocket:
         cons, prod = ring.cons, ring.prod
         if prod <= cons:
             return 0
-        k, nxt = ring_visible(ring.raw, cons, prod, _ENTRY_TS, now)
+        k, nxt = ring_visible(ring.raw, cons, cons + 1, _ENTRY_TS, now)   # the first decides
         return now if k else int(nxt)
 
 
