@@ -137,6 +137,22 @@ def _sync_until(flat, qtarget, wake_base, ncpus, nqueues, me, need, value, send,
             return WOKE, 0
 
 
+@kernel
+def _mbox_take(sent, taken, mbox, me, ncpus, out):
+    """The IPIs in the mailboxes to CPU me that are counted as sent and not taken yet,
+    into out's rows as (kind, te, arg, sender), in sender order; how many."""
+    n = 0
+    for s in range(ncpus):
+        for k in range(taken[s, me], sent[s, me]):
+            row = mbox[s, me, k % MBOX_SLOTS]
+            out[n, 0] = row[0]
+            out[n, 1] = row[1]
+            out[n, 2] = row[2]
+            out[n, 3] = s
+            n += 1
+    return n
+
+
 class CompiledWait:
     """A ProcPort's Sync._until / wait_idle in compiled code: Sync calls kernel(*arrays,
     params(...), need, value, send, changed, exact, inbox_seen, check_inbox, stop_at),
@@ -172,6 +188,7 @@ class ProcPort:
         self.addr = [futex.word_address(sb.wake_base, 16 * a) for a in range(sb.nagents)]
         self._wargs = (sb.flat, sb.qtarget, sb.wake_base, sb.ncpus, sb.nqueues)
         self.sync_until = CompiledWait(sb, me)
+        self._mbox_out = np.zeros((sb.ncpus * MBOX_SLOTS, 4), dtype=np.int64)
         self._wait_change = futex.wait_change      # bound once: futex's lazy module
         self._publish = futex.publish              # __getattr__ would run on every call
 
@@ -199,12 +216,9 @@ class ProcPort:
         me = self.me
         out = []
         if me != sb.nic:
-            sent, taken, mbox = sb.sent, sb.taken, sb.mbox
-            for s in range(sb.ncpus):
-                k0, k1 = int(taken[s, me]), int(sent[s, me])
-                for k in range(k0, k1):
-                    kind, te, arg = mbox[s, me, k % MBOX_SLOTS].tolist()
-                    out.append((kind, te, arg, s))
+            k = _mbox_take(sb.sent, sb.taken, sb.mbox, me, sb.ncpus, self._mbox_out)
+            if k:
+                out = self._mbox_out[:k].tolist()
         want = int(sb.sent[sb.nic, me]) - int(sb.taken[sb.nic, me])
         inbox = self.inbox
         got = 0
@@ -284,3 +298,4 @@ def warm() -> None:
         _sync_until(sb.flat, sb.qtarget, sb.wake_base, 2, 2, 0, -1, 0, 0, 0, False, False, -1,
                     1000, PUB, 0, 0, -7, check_inbox, -1, WAIT_SLICE_NS, STOP_CHECK_NS)
     _wake(sb.wake_base, 1)
+    _mbox_take(sb.sent, sb.taken, sb.mbox, 0, 2, np.zeros((2 * MBOX_SLOTS, 4), dtype=np.int64))

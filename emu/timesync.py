@@ -824,9 +824,8 @@ class Sync:
         n = inbox_count(sb.sent, sb.taken, me)
         if n <= 0:
             return 0
-        col_taken = sb.taken[:, me]
         msgs = self.port.recv(n)
-        counts = np.zeros(sb.nagents, dtype=np.uint64)
+        counts = [0] * sb.nagents
         irqs = []
         promised = self.hm
         for kind, te, arg, src in msgs:
@@ -848,7 +847,10 @@ class Sync:
         elif self.send_word & 1:
             self._publish(self.pub, wake=False)
         bump(sb.glob)
-        col_taken += counts
+        taken = sb.taken
+        for s, c in enumerate(counts):
+            if c:
+                taken[s, me] += c
         for q in irqs:
             sb.qbound[q] = INF
         if republish:
