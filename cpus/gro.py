@@ -168,7 +168,7 @@ def _gro_lone_tcp(skbs: np.ndarray, raw: np.ndarray, i: int, counters: np.ndarra
         counters[_GRO_NORMAL] += n - 1
         if i == n - 1:
             return _copy(skbs)
-        return skbs[np.r_[0:i, i + 1:n, i]]
+        return np.concatenate((skbs[:i], skbs[i + 1:], skbs[i:i + 1]))   # held: goes last
     counters[_GRO_NORMAL] += n
     return _copy(skbs)
 
