@@ -168,7 +168,9 @@ def _gro_lone_tcp(skbs: np.ndarray, raw: np.ndarray, i: int, counters: np.ndarra
         counters[_GRO_NORMAL] += n - 1
         if i == n - 1:
             return _copy(skbs)
-        return np.concatenate((skbs[:i], skbs[i + 1:], skbs[i:i + 1]))   # held: goes last
+        v = skbs.view(np.dtype((np.void, skbs.dtype.itemsize)))     # whole records: no field
+        return np.concatenate((v[:i], v[i + 1:], v[i:i + 1])).view(skbs.dtype)  # promotion
+
     counters[_GRO_NORMAL] += n
     return _copy(skbs)
 
