@@ -23,12 +23,11 @@ from __future__ import annotations
 import heapq
 from typing import Callable
 
-import numpy as np
-
-from emu.coalesce import irq_time
+from emu.coalesce import irq_time_ring
 from emu.counters import C
 from emu.ring import (CONS, PROD, RX_FRONTIER, RX_IRQS, RX_NIC_WAITS, RX_READ_AT, RX_SETTLED,
                       RX_UNMASK_AT, RX_UNMASK_GEN, USER0, rx_written_by)
+from emu.skb import SKB
 from emu.timesync import INF, IPI_RES, IPI_RPS, IRQ, WAIT_ON, Stopped, full_fence
 
 from .kernel import Cpu
@@ -36,6 +35,8 @@ from .kernel import Cpu
 _NOW = int(C.NOW)
 _LOOPS = int(C.LOOPS)
 _LATE_MSGS = int(C.LATE_MSGS)
+
+_SKB_TS = SKB.fields["ts"][1]        # byte offset of an RX slot's arrival stamp
 
 
 def _noop() -> None:
@@ -212,7 +213,6 @@ class CpuAgent:
         # Every written slot: the first ones may be frames judged and dropped before the
         # read time (kept until compaction), so a prefix could miss the arrivals that
         # decide it while the frontier claims they are known.
-        idx = np.arange(cons, prod) & ring.mask
-        T, _lb = irq_time(armed_at, read_at, ring.slots["ts"][idx], frontier, self.rx_usecs,
-                          self.rx_frames, self.rx_ring)
-        return T
+        ok, T, _lb = irq_time_ring(ring.raw, cons, prod, _SKB_TS, armed_at, read_at, frontier,
+                                   self.rx_usecs, self.rx_frames, self.rx_ring)
+        return T if ok else None

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .jit import kernel
+from .ringcopy import stamp
+
 NEVER = None
 
 
@@ -47,21 +50,78 @@ def irq_time(armed_at: int, read_at: int, arrivals: np.ndarray, known_until: int
     is then the earliest it can still be (known_until + 1 at least, as a later frame could
     trigger it).
     """
-    ts = arrivals[arrivals > read_at]
-    ts = ts[ts <= known_until][:rx_ring]
-    cands = []
-    if len(ts):
+    ok, T, lb = _irq_time(int(armed_at), int(read_at),
+                          np.ascontiguousarray(arrivals, dtype=np.int64), int(known_until),
+                          int(rx_usecs), int(rx_frames), int(rx_ring))
+    return (int(T) if ok else None), int(lb)
+
+
+@kernel
+def _fires(armed_at, n, first, nth, known_until, rx_usecs, rx_frames, rx_ring):
+    """The rule itself, from the pending frames in (read_at, known_until]: n of them (at
+    most rx_ring), the first one's arrival and the rx_frames-th's: (settled, T, lb)."""
+    has = False
+    settled = np.int64(0)
+    if n:
         if rx_usecs:
-            cands.append(max(armed_at, int(ts[0])) + rx_usecs * 1000)
-        if rx_frames and len(ts) >= rx_frames:
-            cands.append(max(armed_at, int(ts[rx_frames - 1])))
-    settled = min(cands) if cands else None
-    if settled is not None and (settled <= known_until
-                                or (rx_frames and len(ts) >= rx_frames)
-                                or len(ts) >= rx_ring):
-        return settled, settled
+            settled = max(armed_at, first) + rx_usecs * 1000
+            has = True
+        if rx_frames and n >= rx_frames:
+            c = max(armed_at, nth)
+            if not has or c < settled:
+                settled = c
+            has = True
+    if has and (settled <= known_until or (rx_frames and n >= rx_frames) or n >= rx_ring):
+        return True, settled, settled
     # A frame after known_until may still fire it sooner (the rx_frames-th), or start it.
     lb = max(armed_at, known_until + 1)
-    if settled is not None:
-        lb = min(lb, settled)
-    return None, lb
+    if has and settled < lb:
+        lb = settled
+    return False, np.int64(0), lb
+
+
+@kernel
+def _irq_time(armed_at, read_at, arrivals, known_until, rx_usecs, rx_frames, rx_ring):
+    n = 0
+    first = np.int64(0)
+    nth = np.int64(0)
+    for i in range(arrivals.shape[0]):
+        a = np.int64(arrivals[i])
+        if a > read_at and a <= known_until:
+            if n == 0:
+                first = a
+            if n == rx_frames - 1:
+                nth = a
+            n += 1
+            if n >= rx_ring:
+                break
+    return _fires(armed_at, n, first, nth, known_until, rx_usecs, rx_frames, rx_ring)
+
+
+@kernel
+def irq_time_ring(raw, cons, prod, ts_off, armed_at, read_at, known_until, rx_usecs,
+                  rx_frames, rx_ring):
+    """irq_time over the stamps of an RX ring's written slots cons..prod (raw records, the
+    stamp at byte ts_off): (settled, T, lb)."""
+    mask = raw.shape[0] - 1
+    n = 0
+    first = np.int64(0)
+    nth = np.int64(0)
+    for i in range(cons, prod):
+        a = np.int64(stamp(raw[i & mask], ts_off))
+        if a > read_at and a <= known_until:
+            if n == 0:
+                first = a
+            if n == rx_frames - 1:
+                nth = a
+            n += 1
+            if n >= rx_ring:
+                break
+    return _fires(armed_at, n, first, nth, known_until, rx_usecs, rx_frames, rx_ring)
+
+
+def warm() -> None:
+    """Compile (or load) this module's kernels with the argument types a run uses."""
+    irq_time(0, 0, np.zeros(2, dtype=np.int64), 10, 16, 32, 512)
+    irq_time_ring(np.zeros((4, 160), dtype=np.uint8), 1, 3, 8, 0, 0, 10, 16, 32, 512)
+    _fires(0, 1, 5, 5, 10, 16, 32, 512)

@@ -29,6 +29,7 @@ REGISTRY: list = []
 # (module, function): each calls its package's kernels with a run's argument types.
 WARMERS = (("emu.atomic", "warm"), ("emu.futexc", "warm"), ("emu.inet", "warm"),
            ("emu.ringcopy", "warm"), ("emu.timesync", "warm"), ("emu.syncwait", "warm"),
+           ("emu.coalesce", "warm"),
            ("cpus.rps", "warm"), ("cpus.driver", "warm"), ("cpus.ip", "warm"),
            ("cpus.gro", "warm"), ("cpus.sock", "warm"), ("nic.dma", "warm_default"))
 
