@@ -74,7 +74,7 @@ def netif_receive_skb(sd: SoftnetData, net: Net, skbs: np.ndarray) -> None:
     parsed = parse(skbs)
     sd.sync()                                # the sockets are shared: deliver at this time
     res = ip_rcv_deliver(skbs, parsed, sd.counters, net.socks,
-                         net.socks.stamps(sd.time.t, sd.cpu, net.costs.lat_cacheline))
+                         net.socks.delays(sd.cpu, net.costs.lat_cacheline), sd.time.t)
     c = net.costs
     sd.time.charge(n * c.netif_receive + res.udp * c.udp_rcv + res.tcp * c.tcp_rcv)
     _wake_readers(sd, res)

@@ -154,7 +154,7 @@ def rx_take(raw, hdr, now, budget, ring_size, out, src_drops):
 
 
 @kernel
-def udp_entries(raw, port_map, nsock, ent_out, stamps):
+def udp_entries(raw, port_map, nsock, ent_out, delays, now):
     """For a poll's skbs (raw rows): (all valid UDP, entries per group).
 
     When the first is True, ent_out[:n] holds the socket entries grouped as _sock_entries
@@ -164,7 +164,7 @@ def udp_entries(raw, port_map, nsock, ent_out, stamps):
     if ip_rcv_core_check(raw, np.empty(n, dtype=np.uint8)) != ALL_UDP:
         return False, np.zeros(nsock + 1, dtype=np.int64)
     return True, _sock_entries(raw, np.empty(0, dtype=np.int64), port_map, nsock, ent_out,
-                               stamps)
+                               delays, now)
 
 
 @kernel
@@ -210,7 +210,7 @@ def warm() -> None:
     rx_judge(ring.raw, ring.hdr, 0, 512, cpu_block()[:16])
     rx_compact(ring.raw, ring.hdr)
     udp_entries(out[:1], np.full(65536, -1, dtype=np.int16), 1, ent[:1],
-                np.zeros(1, dtype=np.int64))
+                np.zeros(1, dtype=np.int64), 0)
     rps_group(out[:1], np.zeros(1, dtype=np.int64), 1, True, out.copy())
 
 
@@ -281,9 +281,9 @@ class RxDriver:
             sd.time.charge(work * (c.rx_frame + (c.gro if gro else 0)))
             counters[_NAPI_POLLS] += 1
             if self.udp_fast[q]:
-                udp, counts = udp_entries(raw, net.socks.port_map, len(net.socks),
-                                          self._ent_raw[:work],
-                                          net.socks.stamps(sd.time.t, sd.cpu, c.lat_cacheline))
+                socks = net.socks
+                udp, counts = udp_entries(raw, socks.port_map, len(socks), self._ent_raw[:work],
+                                          socks.delays(sd.cpu, c.lat_cacheline), sd.time.t)
                 if udp:                      # the sockets are shared: enqueue at this time
                     sd.sync_readers(net.socks.readers_mask(counts))
             elif self.rps_map_only[q]:

@@ -310,7 +310,8 @@ def _drop(res: DeliverResult, counters: np.ndarray, reason: int, skbs: np.ndarra
 
 
 def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
-                   socks: SocketTable | None, stamps: np.ndarray | None = None) -> DeliverResult:
+                   socks: SocketTable | None, delays: np.ndarray | None = None,
+                   now: int = 0) -> DeliverResult:
     """Deliver a batch after `processed` was counted; returns counts and sockets to wake."""
     res = DeliverResult()
     n = skbs.shape[0]
@@ -323,7 +324,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
         ip_rcv_ok_counts(np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE),
                          counters, n)
         v = parsed._v
-        _udp_to_sockets(skbs, v["dport"], v["saddr"], v["sport"], counters, socks, res, stamps)
+        _udp_to_sockets(skbs, v["dport"], v["saddr"], v["sport"], counters, socks, res, delays, now)
         return res
     if parsed.fast == VALID:
         # every skb a valid IPv4 TCP segment or UDP datagram: no ptype, ip_rcv_core or UDP
@@ -343,7 +344,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
         res.udp = k
         if k:
             _udp_to_sockets(skbs[udp], v["dport"][udp], v["saddr"][udp], v["sport"][udp],
-                            counters, socks, res, stamps)
+                            counters, socks, res, delays, now)
         return res
 
     # ptype dispatch: only ETH_P_IP has a handler
@@ -394,7 +395,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
 
     res.udp = int(is_udp.sum())
     if res.udp:
-        _udp_rcv(skbs, parsed, is_udp, counters, socks, res, stamps)
+        _udp_rcv(skbs, parsed, is_udp, counters, socks, res, delays, now)
 
     delivers = res.tcp + res.udp
     if delivers:
@@ -402,7 +403,7 @@ def ip_rcv_deliver(skbs: np.ndarray, parsed: Parsed, counters: np.ndarray,
     return res
 
 
-def _udp_rcv(skbs, parsed, is_udp, counters, socks, res, stamps) -> None:
+def _udp_rcv(skbs, parsed, is_udp, counters, socks, res, delays, now) -> None:
     """__udp4_lib_rcv for the UDP skbs of the batch (order kept within each socket)."""
     l4_len = parsed.tot_len.astype(np.int64) - parsed.hlen
     ulen = parsed.udp_len.astype(np.int64)
@@ -416,20 +417,20 @@ def _udp_rcv(skbs, parsed, is_udp, counters, socks, res, stamps) -> None:
         return
     if k == 0 and res.udp == skbs.shape[0]:
         _udp_to_sockets(skbs, parsed.dport, parsed.saddr, parsed.sport, counters, socks, res,
-                        stamps)
+                        delays, now)
         return
     sel = np.flatnonzero(ok)
     _udp_to_sockets(skbs[sel], parsed.dport[sel], parsed.saddr[sel], parsed.sport[sel],
-                    counters, socks, res, stamps)
+                    counters, socks, res, delays, now)
 
 
 @kernel
-def _sock_entries(raw, sidx, port_map, nsock, out, stamps):
+def _sock_entries(raw, sidx, port_map, nsock, out, delays, now):
     """Socket entries (SOCK_ENTRY bytes, into out) for UDP skbs (raw SKB record bytes),
     grouped by socket in skb order: first the skbs with no socket, then socket 0, 1, ...
 
     sidx: each skb's socket, or empty to look the destination port up in port_map (no
-    connected socket); stamps: per socket, when its reader sees an entry queued now.
+    connected socket); an entry is stamped now + its socket's delay (when its reader sees it).
     Returns the count per group.
     """
     n = raw.shape[0]
@@ -463,7 +464,7 @@ def _sock_entries(raw, sidx, port_map, nsock, out, stamps):
         e[21] = 0
         e[22] = r[24]                         # segs
         e[23] = r[25]
-        st = stamps[g - 1] if g > 0 else 0
+        st = now + delays[g - 1] if g > 0 else 0
         for b in range(8):
             e[24 + b] = (st >> (8 * b)) & 0xFF  # ts
     return counts
@@ -481,7 +482,7 @@ def _count_refused(raw, refused, per_source):
     return k
 
 
-def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res, stamps) -> None:
+def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res, delays, now) -> None:
     """Socket lookup and __udp_queue_rcv_skb for UDP skbs that passed every header check.
 
     The socket entries are built once for the whole batch, in socket order (each socket
@@ -497,10 +498,10 @@ def _udp_to_sockets(skbs, dport, saddr, sport, counters, socks, res, stamps) -> 
             if socks.has_connected_sockets else _NO_SIDX)
     raw = np.ascontiguousarray(skbs).view(np.uint8).reshape(n, _SKB_SIZE)
     out = np.empty(n, dtype=SOCK_ENTRY)
-    if stamps is None:
-        stamps = np.zeros(len(socks), dtype=np.int64)
+    if delays is None:
+        delays = np.zeros(len(socks), dtype=np.int64)
     counts = _sock_entries(raw, sidx, socks.port_map, len(socks),
-                           out.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize), stamps)
+                           out.view(np.uint8).reshape(n, SOCK_ENTRY.itemsize), delays, now)
     queue_entries(out, counts, counters, socks, res)
 
 
@@ -544,6 +545,6 @@ def warm() -> None:
     _truesize(np.int64(128))
     _ip_in_stats(raw, cpu_block())
     _sock_entries(raw, _NO_SIDX, np.full(65536, -1, dtype=np.int16), 1, ent,
-                  np.zeros(1, dtype=np.int64))
+                  np.zeros(1, dtype=np.int64), 0)
     _count_refused(ent, np.zeros(1, dtype=np.bool_), cpu_block()[:MAX_SOURCES])
 

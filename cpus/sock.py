@@ -339,7 +339,6 @@ class SocketTable:
     def __init__(self, sockets: list[UdpSocket]):
         self.sockets = list(sockets)
         self._readers = np.array([s.reader_cpu for s in self.sockets], dtype=np.int64)
-        self._stamps = np.zeros(len(self.sockets), dtype=np.int64)
         self._delays: dict[tuple[int, int], np.ndarray] = {}    # (cpu, latency) -> delays
         self.port_map = np.full(65536, -1, dtype=np.int16)       # unconnected (wildcard) sockets
         self.has_connected = np.zeros(65536, dtype=bool)
@@ -357,15 +356,16 @@ class SocketTable:
     def __len__(self) -> int:
         return len(self.sockets)
 
-    def stamps(self, now: int, cpu: int, latency: int) -> np.ndarray:
-        """Per socket, when its reader sees an entry queued now by cpu: at once if it reads
-        on cpu, a cache line's transfer (latency) later on another CPU."""
+    def delays(self, cpu: int, latency: int) -> np.ndarray:
+        """Per socket, how long after an entry is queued by cpu its reader sees it: at once
+        if it reads on cpu, a cache line's transfer (latency) later on another CPU (an
+        entry is stamped with its queueing time plus this)."""
         key = (cpu, latency)
         delay = self._delays.get(key)
         if delay is None:
             delay = self._delays[key] = np.where(self._readers == cpu, 0, latency).astype(
                 np.int64)
-        return np.add(delay, now, out=self._stamps)
+        return delay
 
     def readers_mask(self, counts: np.ndarray) -> int:
         """The CPUs reading the sockets a batch goes to (counts per group: no socket, then

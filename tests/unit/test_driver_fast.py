@@ -142,10 +142,10 @@ def test_udp_entries_refuses_a_tcp_frame():
     raw = b.view(np.uint8).reshape(4, SKB.itemsize)
     ent = np.zeros((4, 32), dtype=np.uint8)
     socks = h.cpus[0].net.socks
-    stamps = socks.stamps(0, 0, 100)
-    ok, counts = udp_entries(raw, socks.port_map, len(socks), ent, stamps)
+    delays = socks.delays(0, 100)
+    ok, counts = udp_entries(raw, socks.port_map, len(socks), ent, delays, 0)
     assert not ok
-    ok, counts = udp_entries(raw[:3], socks.port_map, len(socks), ent[:3], stamps)
+    ok, counts = udp_entries(raw[:3], socks.port_map, len(socks), ent[:3], delays, 0)
     assert ok and counts.sum() == 3
 
 
