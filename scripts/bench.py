@@ -301,8 +301,8 @@ def bench_slowdown(names: list[str], duration: str | None, extra, run_root: str)
 
 def bench_inproc(duration_ns: int, profile_rows: int) -> dict:
     """The default mix with every agent in this one process, advanced in time order through
-    the same synchronization (emu.inproc's baton): no waiting on other processes and no
-    handover between them, so its slowdown is the Python work alone. A second, profiled
+    the same synchronization (emu.inproc's baton), pinned to one core: no waiting on other
+    processes, so its slowdown is the Python work and the baton's thread hand-overs. A second, profiled
     run of a quarter of the span says where that work goes (one profiler per agent thread,
     merged: the baton runs one thread at a time)."""
     import cProfile
@@ -326,7 +326,14 @@ def bench_inproc(duration_ns: int, profile_rows: int) -> dict:
     from emu.jit import warm_all
     warm_all()                  # load every kernel first, as a CPU process does before READY
     one(1_000_000, False)       # and a first short run: the first calls load lazily
-    host, wall, cpu, _ = one(duration_ns, False)
+    # On one core, as a run's CPU processes are (run.placement = pack): a baton hand-over
+    # between threads on two cores wakes the other core each time.
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {max(allowed)})
+    try:
+        host, wall, cpu, _ = one(duration_ns, False)
+    finally:
+        os.sched_setaffinity(0, allowed)
     frames = int(host.views.nic[N.GENERATED])
     events = sum(int(c[IRQ0:IRQ0 + host.cfg.nqueues].sum()) + int(c[SOFTIRQ0 + NET_RX_SOFTIRQ])
                  for c in host.views.cpu)
