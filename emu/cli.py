@@ -79,7 +79,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=int, help="emulated CPUs (run.cpus, default 4)")
     p.add_argument("--duration", metavar="TIME",
                    help="emulated time of traffic with a unit, e.g. 200ms or 2s (run.duration, "
-                        "default 200ms); the run takes whatever wall time the host needs")
+                        "default 400ms); the run takes whatever wall time the host needs")
     p.add_argument("--tdf", type=float, metavar="N",
                    help="pace cap: emulated time runs at most wall time / N, for watching live "
                         "(run.tdf, default 0: as fast as the host allows)")
