@@ -26,7 +26,7 @@ from emu.ringcopy import stamp
 from emu.skb import SKB, SOCK_ENTRY
 
 from .dev import netif_receive_skb_list, netif_receive_steered, netif_receive_udp_entries
-from .gro import _any_tcp, gro_normal_all, gro_receive_batch
+from .gro import _any_tcp, copy_records, gro_normal_all, gro_receive_batch
 from .ip import ALL_UDP, _sock_entries, ip_rcv_core_check
 from .napi import Napi, napi_complete_done
 from .rps import rps_map_cpu
@@ -297,7 +297,7 @@ class RxDriver:
                 else:
                     netif_receive_udp_entries(sd, net, raw, self._ent_buf[:work], counts)
             else:
-                skbs = self._skb_buf[:work].copy()
+                skbs = copy_records(self._skb_buf[:work])
                 if gro:
                     skbs = gro_receive_batch(skbs, counters, q)
                 netif_receive_skb_list(sd, net, skbs, q)

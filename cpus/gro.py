@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from emu.counters import C, NAPI_GRO_FLUSHED0, NAPI_GRO_MERGED0
-from emu.inet import ip_csum_ok_rows, ip_send_check_rows
+from emu.inet import ip_csum_ok_rows, ip_fast_csum, ip_send_check_rows
 from emu.jit import kernel
 from emu.skb import HEAD, SKB
 
@@ -72,7 +72,7 @@ def gro_normal_all(counters: np.ndarray, n: int) -> None:
     counters[_GRO_NORMAL] += n
 
 
-def _copy(skbs: np.ndarray) -> np.ndarray:
+def copy_records(skbs: np.ndarray) -> np.ndarray:
     """skbs.copy(), as one block copy of the records (a structured copy goes field by field)."""
     return skbs.view(np.dtype((np.void, skbs.dtype.itemsize))).copy().view(skbs.dtype)
 
@@ -134,6 +134,21 @@ def _row_checks(raw, cand, inet_flush, payload):
         inet_flush[i] = ((totlen ^ (iplen & 0xFFFF)) & 0xFFFF) != 0 or (frag & IP_CE) != 0
 
 
+@kernel
+def _lone_checks(raw, i):
+    """_checks for row i alone (_row_checks, then the header checksum of a candidate), and
+    its TCP flag word: (candidate, inet flush, payload, flag word)."""
+    cand = np.empty(1, np.bool_)
+    flush = np.empty(1, np.bool_)
+    pay = np.empty(1, np.int64)
+    _row_checks(raw[i:i + 1], cand, flush, pay)
+    ok = cand[0] and ip_fast_csum(raw[i], _HEAD + ETH_HLEN, 5) == 0
+    h = _HEAD + _TCP + 12
+    fw = ((np.int64(raw[i, h]) << 24) | (np.int64(raw[i, h + 1]) << 16)
+          | (np.int64(raw[i, h + 2]) << 8) | np.int64(raw[i, h + 3]))
+    return ok, flush[0], pay[0], fw
+
+
 def _goes_up_alone(inet_flush: bool, payload: int, fw: int) -> bool:
     """A candidate that matched no held skb (or flushed the one it matched) is not held
     but sent up as GRO_NORMAL: flushed by the IP layer, no payload, or URG/PSH/RST/SYN/FIN."""
@@ -159,20 +174,19 @@ def _gro_lone_tcp(skbs: np.ndarray, raw: np.ndarray, i: int, counters: np.ndarra
     place; either way nothing merges and no header is rewritten."""
     n = len(skbs)
     counters[_GRO_RECEIVED] += n
-    cand, inet_flush, payload = _checks(skbs[i:i + 1], raw[i:i + 1])
-    if cand[0] and not _goes_up_alone(inet_flush[0], payload[0],
-                                      int(_be32(skbs["head"][i:i + 1], _TCP + 12)[0])):
+    cand, inet_flush, payload, fw = _lone_checks(raw, i)
+    if cand and not _goes_up_alone(inet_flush, payload, fw):
         counters[C.GRO_HELD] += 1
         counters[C.GRO_FLUSHED] += 1
         counters[NAPI_GRO_FLUSHED0 + queue] += 1
         counters[_GRO_NORMAL] += n - 1
         if i == n - 1:
-            return _copy(skbs)
+            return copy_records(skbs)
         v = skbs.view(np.dtype((np.void, skbs.dtype.itemsize)))     # whole records: no field
         return np.concatenate((v[:i], v[i + 1:], v[i:i + 1])).view(skbs.dtype)  # promotion
 
     counters[_GRO_NORMAL] += n
-    return _copy(skbs)
+    return copy_records(skbs)
 
 
 @kernel
@@ -244,7 +258,7 @@ def _gro_general(skbs: np.ndarray, raw: np.ndarray, counters: np.ndarray, queue:
     cand, inet_flush_all, payload_all = _checks(skbs, raw)
     if not cand.any():                       # no GRO candidate: all GRO_NORMAL
         counters[_GRO_NORMAL] += n
-        return _copy(skbs)
+        return copy_records(skbs)
 
     lens = skbs["len"].astype(np.int64)
     iplen_all = lens - ETH_HLEN
@@ -411,4 +425,5 @@ def warm() -> None:
     raw = np.zeros((1, SKB.itemsize), dtype=np.uint8)
     _lone_tcp(raw)
     _row_checks(raw, np.empty(1, np.bool_), np.empty(1, np.bool_), np.empty(1, np.int64))
+    _lone_checks(raw, 0)
 
