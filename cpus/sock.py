@@ -59,6 +59,7 @@ _UDP_IN_DATAGRAMS = int(C.UDP_IN_DATAGRAMS)
 _USER_DATAGRAMS = int(C.USER_DATAGRAMS)
 _SRC_DELIVERED0 = int(SRC_DELIVERED0)
 _ENTRY_TS = SOCK_ENTRY.fields["ts"][1]
+_ENTRY_VOID = np.dtype((np.void, SOCK_ENTRY.itemsize))
 
 
 def release_plan(sizes: np.ndarray, deficit: int, reader_q: int, rest: int,
@@ -129,6 +130,7 @@ class UdpSocket:
         self.peer_port = peer_port
         self.defer_release = defer_release
         self.index = -1                           # set by SocketTable
+        self._buf = None                          # recvmsg's read buffer
 
     # -- shared state ------------------------------------------------------------------------
     def rmem(self) -> int:
@@ -180,30 +182,24 @@ class UdpSocket:
         """
         ring = self.ring
         hdr = ring.hdr
-        cons = int(hdr[CONS])
-        prod = int(hdr[PROD])
-        m = min(max(0, int(max_n)), prod - cons)
-        if now is not None and m > 0:
-            k, _nxt = ring_visible(ring.raw, cons, cons + m, _ENTRY_TS, now)   # m at most
-            if k == 0:
-                return ring.slots[:0].copy(), prod - cons
-            m = min(m, k)
-        counters[_RECVMSG_CALLS] += 1
+        buf = self._buf
+        if buf is None or buf.shape[0] < max_n:
+            buf = self._buf = np.empty(max(64, int(max_n)), dtype=SOCK_ENTRY)
+        m, left, released = _recvmsg(hdr, ring.raw, buf.view(np.uint8).reshape(
+            buf.shape[0], SOCK_ENTRY.itemsize), int(max_n), -1 if now is None else int(now),
+            counters, self.forward_threshold, self.defer_release)
+        if m < 0:                           # every queued entry still on its way: no call
+            return buf[:0].copy(), left
         if self.connected and sock_table is not None:
             record_flow(sock_table, int(hdr[USER0 + U_RXHASH]), cpu, ncpus)
-        if m <= 0:
-            return ring.slots[:0].copy(), prod - cons
-        out = np.empty(m, dtype=SOCK_ENTRY)
-        released = _recv(hdr, ring.raw, cons, out.view(np.uint8).reshape(m, SOCK_ENTRY.itemsize),
-                         counters, self.forward_threshold, self.defer_release)
-        hdr[CONS] = cons + m                # release the slots only after they are read
         if released:
             self.lock.acquire()             # the slots are already released: rmem >= queued
             try:
                 hdr[USER0 + U_RMEM] = int(hdr[USER0 + U_RMEM]) - released
             finally:
                 self.lock.release()
-        return out, int(hdr[PROD]) - int(hdr[CONS])
+        # whole records (a structured copy goes field by field)
+        return buf[:m].view(_ENTRY_VOID).copy().view(SOCK_ENTRY), left
 
     def produced_by(self, now: int, lat: int, limit: int | None = None) -> int:
         """The queued entries queued by now: stamped at most now + lat (a remote producer's
@@ -282,6 +278,27 @@ def _enqueue(hdr, raw, ent, rcvbuf, empty_ok, connected, accept):
 
 
 @kernel
+def _recvmsg(hdr, raw, out, max_n, now, counters, threshold, defer):
+    """recvmsg's reading part: up to max_n entries, only those visible at now (>= 0), into
+    out's first rows (raw SOCK_ENTRY rows); the slots are released after they are read.
+    (read, still queued, truesize to give back now); read -1 if every queued entry is still
+    on its way (then no call is counted)."""
+    cons = np.int64(hdr[CONS])
+    m = min(max(0, max_n), np.int64(hdr[PROD]) - cons)
+    if now >= 0 and m > 0:
+        k, _nxt = ring_visible(raw, cons, cons + m, _ENTRY_TS, now)   # m at most
+        if k == 0:
+            return -1, np.int64(hdr[PROD]) - cons, np.int64(0)
+        m = min(m, k)
+    counters[_RECVMSG_CALLS] += np.uint64(1)
+    released = np.int64(0)
+    if m > 0:
+        released = _recv(hdr, raw, cons, out[:m], counters, threshold, defer)
+        hdr[CONS] = np.uint64(cons + m)
+    return m, np.int64(hdr[PROD]) - np.int64(hdr[CONS]), np.int64(released)
+
+
+@kernel
 def _recv(hdr, raw, cons, out, counters, threshold, defer):
     """udp_recvmsg's dequeue of out.shape[0] entries from slot index cons (raw SOCK_ENTRY
     rows, copied into out), the MIB and per-source delivered counts, and the lazy rmem
@@ -318,6 +335,7 @@ def warm() -> None:
     counters = cpu_block()
     _enqueue(ring.hdr, ring.raw, ent, 1 << 20, True, True, np.zeros(1, dtype=np.bool_))
     _recv(ring.hdr, ring.raw, 0, ent, counters, 1 << 18, True)
+    _recvmsg(ring.hdr, ring.raw, ent, 1, 0, counters, 1 << 18, True)
     release_plan(np.zeros(1, dtype=np.int64), 0, 0, 0, 1)
 
 
