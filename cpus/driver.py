@@ -233,6 +233,10 @@ class RxDriver:
         socks = net.socks
         self.udp_fast = [not rxq.active and len(socks) > 0 and not socks.has_connected_sockets
                          for rxq in net.rps]
+        # the UDP fast path's fixed arguments: the port map, the socket count, and the delay
+        # after which each socket's reader sees what this CPU queues
+        self._udp_args = (socks.port_map, len(socks),
+                          socks.delays(sd.cpu, net.costs.lat_cacheline))
         self.rps_map_only = [rxq.map is not None and not (net.rfs and rxq.flow_table is not None)
                              for rxq in net.rps]
         self._grow(weight)
@@ -281,9 +285,9 @@ class RxDriver:
             sd.time.charge(work * (c.rx_frame + (c.gro if gro else 0)))
             counters[_NAPI_POLLS] += 1
             if self.udp_fast[q]:
-                socks = net.socks
-                udp, counts = udp_entries(raw, socks.port_map, len(socks), self._ent_raw[:work],
-                                          socks.delays(sd.cpu, c.lat_cacheline), sd.time.t)
+                port_map, nsock, delays = self._udp_args
+                udp, counts = udp_entries(raw, port_map, nsock, self._ent_raw[:work], delays,
+                                          sd.time.t)
                 if udp:                      # the sockets are shared: enqueue at this time
                     sd.sync_readers(net.socks.readers_mask(counts))
             elif self.rps_map_only[q]:

@@ -171,7 +171,8 @@ def _gro_lone_tcp(skbs: np.ndarray, raw: np.ndarray, i: int, counters: np.ndarra
     """gro_receive_batch for a batch with one TCP frame (row i), the common case at low
     rates, without building the general machinery: it is held and flushed at the end on
     its own (after the batch's other skbs, unchanged), or it goes up as GRO_NORMAL in
-    place; either way nothing merges and no header is rewritten."""
+    place; either way nothing merges and no header is rewritten, so the batch itself goes up
+    (as a batch without TCP does), unless the held frame moves last."""
     n = len(skbs)
     counters[_GRO_RECEIVED] += n
     cand, inet_flush, payload, fw = _lone_checks(raw, i)
@@ -181,12 +182,12 @@ def _gro_lone_tcp(skbs: np.ndarray, raw: np.ndarray, i: int, counters: np.ndarra
         counters[NAPI_GRO_FLUSHED0 + queue] += 1
         counters[_GRO_NORMAL] += n - 1
         if i == n - 1:
-            return copy_records(skbs)
+            return skbs
         v = skbs.view(np.dtype((np.void, skbs.dtype.itemsize)))     # whole records: no field
         return np.concatenate((v[:i], v[i + 1:], v[i:i + 1])).view(skbs.dtype)  # promotion
 
     counters[_GRO_NORMAL] += n
-    return copy_records(skbs)
+    return skbs
 
 
 @kernel
