@@ -104,20 +104,10 @@ def irq_time_ring(raw, cons, prod, ts_off, armed_at, read_at, known_until, rx_us
     """irq_time over the stamps of an RX ring's written slots cons..prod (raw records, the
     stamp at byte ts_off): (settled, T, lb)."""
     mask = raw.shape[0] - 1
-    n = 0
-    first = np.int64(0)
-    nth = np.int64(0)
+    arrivals = np.empty(max(0, prod - cons), dtype=np.int64)
     for i in range(cons, prod):
-        a = np.int64(stamp(raw[i & mask], ts_off))
-        if a > read_at and a <= known_until:
-            if n == 0:
-                first = a
-            if n == rx_frames - 1:
-                nth = a
-            n += 1
-            if n >= rx_ring:
-                break
-    return _fires(armed_at, n, first, nth, known_until, rx_usecs, rx_frames, rx_ring)
+        arrivals[i - cons] = np.int64(stamp(raw[i & mask], ts_off))
+    return _irq_time(armed_at, read_at, arrivals, known_until, rx_usecs, rx_frames, rx_ring)
 
 
 def warm() -> None:
