@@ -154,8 +154,9 @@ def test_sigkill_of_a_cpu_fails_the_run_cleanly(tmp_path):
     assert not os.path.exists(f"/dev/shm/emu-{m['run_id']}")
 
 
-def _signal_run(tmp_path, how, signals=(signal.SIGINT,), pause=1.0, extra=()):
-    """Start a long run, send it signals once it runs, return (returncode, out, err, manifest)."""
+def _signal_run(tmp_path, how, signals=(signal.SIGINT,), pause=1.0, extra=(), gap=0.5):
+    """Start a long run, send it signals once it runs (gap s apart: two signals at once would
+    merge into one), return (returncode, out, err, manifest)."""
     run_dir = str(tmp_path / "run")
     p = start_emu("run", "--duration", "10s", "--run-dir", run_dir, *FAST, *extra)
     try:
@@ -166,7 +167,7 @@ def _signal_run(tmp_path, how, signals=(signal.SIGINT,), pause=1.0, extra=()):
                 os.killpg(p.pid, sig)                # what a terminal (or systemd) does
             else:
                 os.kill(p.pid, sig)                  # kill PID
-            time.sleep(0.5)                          # two signals at once would merge into one
+            time.sleep(gap)
         out, err = _finish(p)
     finally:
         if p.poll() is None:
@@ -201,8 +202,11 @@ def test_a_second_ctrl_c_skips_the_drain(tmp_path):
     # that the first Ctrl-C starts is still going when the second one comes. (A slow reader
     # alone is not enough: time in which little happens passes in little wall time. A CPU
     # whose socket is empty idles to the drain's end at once, as nothing can reach it any
-    # more, so the run's emulated span says nothing here: the sockets left queued do.)
+    # more, so the run's emulated span says nothing here: the sockets left queued do.) The
+    # reads cost wall time, not emulated time: three seconds of traffic queue enough for the
+    # drain to take seconds, and the second Ctrl-C comes a tenth of a second after the first.
     rc, out, err, m, run_dir = _signal_run(tmp_path, "group", (signal.SIGINT, signal.SIGINT),
+                                           pause=3.0, gap=0.1,
                                            extra=("--set", "cost.app=300000",
                                                   "--set", "net.core.rmem_default=67108864",
                                                   "--set", "run.drain=3600s"))
