@@ -125,8 +125,7 @@ class _Abort(BaseException):
 class BatonPort:
     """The Port of emu.timesync.Sync for an agent run by run_agents."""
 
-    wait_horizon = None             # Sync.block with a Python ready(): the baton decides
-    sync_until = None
+    sync_until = None               # Sync._until step by step: the baton decides who runs
 
     def __init__(self, baton: Baton, me: int):
         self.baton = baton

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from . import futex
-from .futexc import load_word, monotonic_ns, publish, wait_change
+from .futexc import bump_wake, load_word, monotonic_ns, wait_change
 from .jit import kernel
 from .protocol import Msg, pack, unpack
 from .syncblock import INBOX, MBOX_SLOTS, STOP_AT, STOPPING, WAIT_ON
@@ -39,10 +39,10 @@ def _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, wor
                   need, by, thresh, via, kind, by2, thresh2, inbox_seen, check_inbox,
                   timeout_ns):
     """Sync.block of CPU me with ready() its horizon check (Sync._clear, and with
-    check_inbox an INBOX that moved since inbox_seen), over this port's futex words, in one
-    call: read the wake sequence, register (register_wait), wake the NIC if it is what this
-    waits for and it sleeps, look once more, sleep at most timeout_ns unless woken since,
-    count the wait (end_wait). The real ns slept, or -1 if it did not sleep."""
+    check_inbox an INBOX that moved since inbox_seen; and STOPPING), over this port's futex
+    words, in one call: read the wake sequence, register (register_wait), wake the NIC if it
+    is what this waits for and it sleeps, look once more, sleep at most timeout_ns unless
+    woken since, count the wait (end_wait). The real ns slept, or -1 if it did not sleep."""
     glob, agents, qbound, sent, taken, first, held = block_views(flat, ncpus, nqueues)
     nic = ncpus
     base = wake_base.ctypes.data
@@ -50,9 +50,9 @@ def _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, wor
     seq = load_word(mine)
     register_wait(agents, me, by, thresh, need, 0, via, kind, by2, thresh2)
     if by == nic and agents[nic, WAIT_ON] != 0:
-        w = base + 64 * nic
-        publish(w, load_word(w) + 1, 1)
-    ready = check_inbox and np.int64(agents[me, INBOX]) != inbox_seen
+        bump_wake(base + 64 * nic, 1)            # the NIC sleeps: it has work now
+    # ready: the run stops at once, the inbox moved, or (below) the horizon passed
+    ready = glob[STOPPING] != 0 or (check_inbox and np.int64(agents[me, INBOX]) != inbox_seen)
     if not ready:
         while True:
             h, hb, _b, _v, _h2, _b2, _c2 = horizon(glob, agents, qbound, qtarget, sent, taken,
@@ -73,8 +73,7 @@ def _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, wor
 @kernel
 def _wake(wake_base, agent):
     """ProcPort.wake from compiled code: the next wake sequence, and a futex wake."""
-    a = wake_base.ctypes.data + 64 * agent
-    publish(a, load_word(a) + 1, 1)
+    bump_wake(wake_base.ctypes.data + 64 * agent, 1)
 
 
 # the words of a CompiledWait's parameters (one int64 array per horizon kind)
@@ -129,9 +128,12 @@ def _sync_until(flat, qtarget, wake_base, ncpus, nqueues, me, need, value, send,
             return MINE, 0
         thresh, kind, second, thresh2 = wait_plan(data, exact, ncpus, me, need, h, by, base,
                                                   h2, by2, base2)
+        left = t_end - monotonic_ns()            # the slice's end bounds the sleep too
+        if left <= 0:
+            return WOKE, 0
         _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, me, lf, l_relay, word, hreact,
                       exact, need, by, thresh, via, kind, second, thresh2, inbox_seen,
-                      check_inbox, timeout_ns)
+                      check_inbox, min(timeout_ns, left))
         if (glob[STOPPING] != 0 or (stop_at >= 0 and np.int64(glob[STOP_AT]) != stop_at)
                 or monotonic_ns() >= t_end):
             return WOKE, 0
@@ -144,6 +146,8 @@ def _mbox_take(sent, taken, mbox, me, ncpus, out):
     n = 0
     for s in range(ncpus):
         for k in range(taken[s, me], sent[s, me]):
+            if n == out.shape[0]:                # more than the mailboxes hold: never (send
+                return -1                        # waits while one is full)
             row = mbox[s, me, k % MBOX_SLOTS]
             out[n, 0] = row[0]
             out[n, 1] = row[1]
@@ -190,7 +194,7 @@ class ProcPort:
         self.sync_until = CompiledWait(sb, me)
         self._mbox_out = np.zeros((sb.ncpus * MBOX_SLOTS, 4), dtype=np.int64)
         self._wait_change = futex.wait_change      # bound once: futex's lazy module
-        self._publish = futex.publish              # __getattr__ would run on every call
+        self._bump_wake = bump_wake
 
     def send(self, dst: int, msg) -> bool:
         sb = self.sb
@@ -217,6 +221,8 @@ class ProcPort:
         out = []
         if me != sb.nic:
             k = _mbox_take(sb.sent, sb.taken, sb.mbox, me, sb.ncpus, self._mbox_out)
+            if k < 0:
+                raise RuntimeError(f"cpu{me}'s mailboxes hold more IPIs than they have slots")
             if k:
                 out = self._mbox_out[:k].tolist()
         want = int(sb.sent[sb.nic, me]) - int(sb.taken[sb.nic, me])
@@ -237,19 +243,8 @@ class ProcPort:
     def block(self, seq: int, timeout_ns: int) -> None:
         self._wait_change(self.addr[self.me], seq, timeout_ns)
 
-    def wait_horizon(self, lf: int, l_relay: int, word: int, react: int, exact: int, need: int,
-                     by: int, thresh: int, via: int, kind: int, by2: int, thresh2: int,
-                     inbox_seen: int | None) -> int:
-        """Sync._block_horizon's one call (_wait_horizon)."""
-        flat, qtarget, wake_base, ncpus, nqueues = self._wargs
-        return _wait_horizon(flat, qtarget, wake_base, ncpus, nqueues, self.me, lf, l_relay,
-                             word, react, exact, need, by, thresh, via, kind, by2, thresh2,
-                             0 if inbox_seen is None else inbox_seen, inbox_seen is not None,
-                             WAIT_SLICE_NS)
-
     def wake(self, agent: int) -> None:
-        w = self.sb.wake
-        self._publish(self.addr[agent], (int(w[agent]) + 1) & 0xFFFFFFFF, 1)
+        self._bump_wake(self.addr[agent], 1)
 
     def wall_ns(self) -> int:
         return time.monotonic_ns()

@@ -420,8 +420,6 @@ class Sync:
         port.seq()                  this agent's wake sequence, read before checking
         port.block(seq, timeout)    sleep unless woken since seq was read (or the timeout)
         port.wake(agent)            wake an agent
-        port.wait_horizon           None, or block() for a ready() that is the horizon check
-                                    (Sync._block_horizon), in one call
         port.sync_until             None, or _until / wait_idle in compiled code (its
                                     kernel, arrays and params: emu.syncwait.CompiledWait;
                                     see Sync._until_port)
@@ -745,20 +743,11 @@ class Sync:
     def _block_horizon(self, by: int, thresh: int, need: int, l_final: int, exact: int,
                        via: int, msgs: bool, also: tuple, inbox: bool) -> None:
         """block() until this CPU's horizon (l_final, exact) passes need, or a message to it
-        is on its way, or (inbox) its INBOX moved: in one compiled call if the port has one
-        (port.wait_horizon: the same kernels, register_wait, horizon, end_wait, around its
-        sleep), else through block() with that check as ready()."""
-        fast = self.port.wait_horizon
-        if fast is None:
-            self.block(by, thresh, need, 0,
-                       lambda: self._clear(l_final, need, exact) or (inbox and self._inbox_changed()),
-                       via, msgs, also)
-            return
-        lf, word, react = self._mode(l_final)
-        fast(lf, self.l_msg, word, react, exact, need, by, thresh, via, int(msgs), also[0],
-             also[1], self._inbox_seen if inbox else None)
-        if self.port.stopping():
-            self.stopped = True                  # as block() says
+        is on its way, or (inbox) its INBOX moved (a process port does all of _until in
+        compiled code instead: port.sync_until)."""
+        self.block(by, thresh, need, 0,
+                   lambda: self._clear(l_final, need, exact) or (inbox and self._inbox_changed()),
+                   via, msgs, also)
 
     def block(self, by: int, thresh: int, need: int, frames_q: int, ready,
               via: int = -1, msgs: bool = False, also: tuple = (-1, 0)) -> None:

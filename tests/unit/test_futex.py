@@ -176,3 +176,25 @@ def test_another_process_is_woken():
         w = None
         shm.close()
         shm.unlink()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.compiled
+def test_bump_wake_is_atomic_so_no_wake_up_is_undone():
+    """Two threads moving the same word on at once: every step counts (a load, add and store
+    would lose some, and a waiter that read a newer value could sleep through a wake-up)."""
+    from emu.futexc import bump_wake
+    w = private_words(1)
+    addr = futex.word_address(w, 0)
+    n = 20_000
+
+    def bump():
+        for _ in range(n):
+            bump_wake(addr, 1)
+
+    threads = [threading.Thread(target=bump) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert int(w[0]) == 2 * n

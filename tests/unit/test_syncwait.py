@@ -82,3 +82,23 @@ def test_a_stop_ends_the_wait_for_a_full_mailbox():
     stop.set()
     s0.send(1, IPI_RES, 99_999, 0)                  # returns: the run is ending anyway,
     assert int(sb.sent[0, 1]) == MBOX_SLOTS         # and the IPI is not counted as sent
+
+
+@pytest.mark.compiled
+@pytest.mark.timeout(20)
+def test_the_compiled_wait_does_not_sleep_once_the_run_stops_at_once():
+    """STOPPING is part of the compiled wait's last look: a CPU held back by a peer that
+    will not move returns stopped without sleeping at all (no wait is counted)."""
+    from emu.syncblock import PUB, SEND, STOPPING, WAITS, busy
+
+    sb = _block(2)
+    s0 = _sync(sb, 0)
+    s0.quiet = lambda: False
+    sb.agents[1, PUB] = busy(1000)                  # cpu1 stays behind
+    sb.agents[1, SEND] = busy(1000)
+    sb.agents[2, PUB] = (1 << 63) - 1               # the NIC: idle for ever
+    sb.agents[2, SEND] = (1 << 63) - 1
+    sb.glob[STOPPING] = 1
+    s0.until(50_000)
+    assert s0.stopped
+    assert int(sb.agents[0, WAITS]) == 0            # it registered, looked, and did not sleep
