@@ -226,7 +226,9 @@ def gro_receive_batch(skbs: np.ndarray, counters: np.ndarray, queue: int,
     bucket (MAX_GRO_SKBS) first completes that bucket's oldest (gro_flush_oldest). At the
     end, napi_gro_flush(): buckets 0..7, oldest first in each.
 
-    Output rows are copies (or, when the batch holds no TCP frame, skbs itself): a
+    Output rows are copies, or skbs itself when nothing is merged and no frame moves (a
+    batch with no TCP frame, or a lone TCP frame not held or already last): the caller
+    owns the batch it passes (the driver passes a copy of its buffer). A
     GRO_NORMAL skb unchanged; an aggregate as the row of its first
     frame with len = first len + merged payload bytes, segs = frames, and (count > 1, as
     inet_gro_complete/tcp_gro_receive do) IP tot_len rewritten (0 above 65535, BIG TCP),

@@ -156,6 +156,7 @@ class Cluster:
         # host cores per child (emu.placement): speed only, the counters are the same
         self.pins = placement.plan(cfg["run.placement"], os.sched_getaffinity(0),
                                    list(self.children))
+        self.pins_refused: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, progress: Callable[[str], None] | None = None,
@@ -190,6 +191,7 @@ class Cluster:
                                          name="emu-spawn", daemon=True)
         self._spawner.start()
         self._wait_ready(t_load, say, stop)
+        self._check_pins()
         # Every child has mapped the segment: its name can go, and with it any chance that
         # it outlives the run.
         self.segment.unlink()
@@ -226,6 +228,18 @@ class Cluster:
                     ch.create_time = 0.0
         except BaseException as e:  # reported by _wait_ready
             self._spawn_error = e
+
+    def _check_pins(self) -> None:
+        """Each child pinned itself (emu.child.pin); one the host refused (a cpuset changed)
+        runs where the OS puts it: it leaves self.pins, and self.pins_refused names it."""
+        for name in sorted(self.pins):
+            try:
+                actual = set(psutil.Process(self.children[name].pid).cpu_affinity())
+            except (psutil.Error, TypeError, ValueError):
+                continue
+            if actual != set(self.pins[name]):
+                del self.pins[name]
+                self.pins_refused.append(name)
 
     def _wait_ready(self, t_load: float, say, stop) -> None:
         deadline = t_load + START_TIMEOUT

@@ -50,8 +50,10 @@ def irq_time(armed_at: int, read_at: int, arrivals: np.ndarray, known_until: int
     is then the earliest it can still be (known_until + 1 at least, as a later frame could
     trigger it).
     """
-    ok, T, lb = _irq_time(int(armed_at), int(read_at),
-                          np.ascontiguousarray(arrivals, dtype=np.int64), int(known_until),
+    a = np.ascontiguousarray(arrivals)
+    # emulated times are below 2**63: a uint64 array reads the same as int64, without a copy
+    a = a.view(np.int64) if a.dtype == np.uint64 else a.astype(np.int64, copy=False)
+    ok, T, lb = _irq_time(int(armed_at), int(read_at), a, int(known_until),
                           int(rx_usecs), int(rx_frames), int(rx_ring))
     return (int(T) if ok else None), int(lb)
 

@@ -43,11 +43,19 @@ def plan(placement: str, allowed: set[int] | frozenset[int], names: list[str]) -
     return {n: (nic_core if n == "nic" else cpu_core) for n in names}
 
 
-def describe(pins: dict) -> str:
-    """One line for the report: where the children run."""
+def describe(pins: dict, refused: list[str] = ()) -> str:
+    """One line for the report: where the children run (pins: those pinned as planned;
+    refused: those the host would not pin, which run where the OS puts them)."""
     if not pins:
-        return "placed by the OS"
-    cpu = sorted({c for n, s in pins.items() if n != "nic" for c in s})
-    nic = sorted(pins.get("nic", ()))
-    return (f"CPU processes on host core {','.join(map(str, cpu))}, "
-            f"NIC on host core {','.join(map(str, nic))}")
+        text = "placed by the OS"
+    else:
+        parts = []
+        cpu = sorted({c for n, s in pins.items() if n != "nic" for c in s})
+        if cpu:
+            parts.append(f"CPU processes on host core {','.join(map(str, cpu))}")
+        if "nic" in pins:
+            parts.append(f"NIC on host core {','.join(map(str, sorted(pins['nic'])))}")
+        text = ", ".join(parts)
+    if refused:
+        text += f" ({', '.join(refused)}: the host refused the core, placed by the OS)"
+    return text

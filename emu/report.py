@@ -143,7 +143,7 @@ def timing(cluster, span_ns: int, wall_s: float, cpu_s: dict) -> dict:
            "slowdown": round(wall_s / (span_ns / 1e9), 1) if span_ns else None, "agents": []}
     pins = getattr(cluster, "pins", None)
     if pins is not None:
-        out["placement"] = placement.describe(pins)
+        out["placement"] = placement.describe(pins, getattr(cluster, "pins_refused", []))
     sync = getattr(getattr(cluster, "views", None), "sync", None)
     if sync is None or wall_s <= 0:
         return out

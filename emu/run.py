@@ -73,7 +73,8 @@ def run(cfg: Config, run_dir: str | None = None, out=None, err=None,
               f"{_ms(cfg.duration_ns)} of traffic + {_ms(cfg.drain_ns)} drain (emulated){pace}; "
               f"tree in {cluster.run_dir}", file=err, flush=True)
         cluster.start(progress=say, stop=stop.requested)
-        say(f"placement ({cfg['run.placement']}): {placement.describe(cluster.pins)}")
+        say(f"placement ({cfg['run.placement']}): "
+            f"{placement.describe(cluster.pins, cluster.pins_refused)}")
         refresh = cfg["run.refresh"]
         t_start = time.monotonic()
         next_render = t_start

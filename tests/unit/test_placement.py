@@ -23,6 +23,16 @@ def test_pack_keeps_to_the_cores_the_orchestrator_may_use():
     assert pins["nic"] == {5} and all(pins[n] == {7} for n in NAMES[1:])
 
 
+def test_a_child_the_host_would_not_pin_is_named():
+    pins = placement.plan("pack", {0, 1}, NAMES)
+    del pins["cpu2"]
+    assert placement.describe(pins, ["cpu2"]) == (
+        "CPU processes on host core 1, NIC on host core 0 "
+        "(cpu2: the host refused the core, placed by the OS)")
+    assert placement.describe({}, ["nic"]) == (
+        "placed by the OS (nic: the host refused the core, placed by the OS)")
+
+
 def test_nothing_is_pinned_when_spread_or_with_one_core():
     assert placement.plan("spread", {0, 1, 2, 3}, NAMES) == {}
     assert placement.plan("pack", {3}, NAMES) == {}
