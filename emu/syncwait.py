@@ -190,7 +190,6 @@ class ProcPort:
         self._stopping = False
         self._stop_checked = 0
         self.addr = [futex.word_address(sb.wake_base, 16 * a) for a in range(sb.nagents)]
-        self._wargs = (sb.flat, sb.qtarget, sb.wake_base, sb.ncpus, sb.nqueues)
         self.sync_until = CompiledWait(sb, me)
         self._mbox_out = np.zeros((sb.ncpus * MBOX_SLOTS, 4), dtype=np.int64)
         self._wait_change = futex.wait_change      # bound once: futex's lazy module

@@ -562,14 +562,19 @@ class Sync:
             return DATA, SEND, self.react
         return l_final, SEND, self.react
 
+    def _at(self, t: int) -> None:
+        """Busy at t, within a cached horizon: publish it if the word moves (a waiter on this
+        CPU may go on)."""
+        v = int(t) << 1                          # busy(t)
+        if v != self.pub:
+            self._publish(v)
+
     def until(self, t: int) -> None:
         """Return once no other agent can still produce any effect on this CPU at t or
         before (a store it would see, a message): before reading or writing state other
         CPUs share. Every message due by t is then in the heap. Blocks while it could."""
         if t < self.h:
-            v = int(t) << 1                      # busy(t)
-            if v != self.pub:
-                self._publish(v)
+            self._at(t)
             return
         self._until(t, DATA)
 
@@ -579,9 +584,7 @@ class Sync:
         or running) cannot touch it before it takes an interrupt, so only the time it can
         next do so holds this CPU back, not its published time."""
         if t < self.ho:
-            v = int(t) << 1                      # busy(t)
-            if v != self.pub:
-                self._publish(v)
+            self._at(t)
             return
         self._until(t, OWNED)
 
@@ -591,9 +594,7 @@ class Sync:
         them in any context, every other CPU only from NET_RX, so only the time a quiet one
         can next get there holds this CPU back."""
         if t < self.h:
-            v = int(t) << 1                      # busy(t)
-            if v != self.pub:
-                self._publish(v)
+            self._at(t)
             return
         self._until(t, OWNED, readers)
 
@@ -601,9 +602,7 @@ class Sync:
         """Return once no message (IRQ, IPI) can still come for this CPU at t or before,
         and every one due by then is in the heap: where interrupts are taken."""
         if t < self.hm:
-            v = int(t) << 1                      # busy(t)
-            if v != self.pub:
-                self._publish(v)
+            self._at(t)
             return
         self._until(t, self.l_msg)
 
